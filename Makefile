@@ -1,0 +1,35 @@
+# engineops.fleet: the two commands of the README (`make demo`, `make test`)
+# and the steps they are made of. Every target installs what it needs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv docker images demo demo-down test test-sim sanity lint bench clean
+
+help:
+	@echo "make demo   - bring up the local demo fleet of reference Engines and run the demo"
+	@echo "make test   - every test: simulator, unit, integration, sanity, lint"
+	@echo "make images - build the reference Engine's release images into the local registry"
+	@echo "make bench  - benchmarks"
+
+venv:
+	@scripts/venv.sh
+
+docker:
+	@scripts/ensure-docker.sh
+
+images: venv docker
+	@$(PY) -m tests.testbed.images
+
+demo: images
+	@$(PY) -m tests.testbed.demo
+
+demo-down: venv docker
+	@$(PY) -m tests.testbed.fleet down --prefix demo
+
+test: images
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf tests/output .ansible .pytest_cache build
