@@ -1,0 +1,63 @@
+"""Run the collection's modules and playbooks for real, with the Ansible CLI.
+
+``run_module("engine_info", {"name": ...}, check=True)`` runs
+``ansible localhost -m engineops.fleet.engine_info`` and returns the
+module's result as Ansible recorded it (tree callback).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tests
+
+ROOT = Path(tests._ROOT)
+BIN = Path(sys.executable).parent
+
+
+def ansible_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=tests._TREE,
+        ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+        ANSIBLE_CALLBACK_TREE_DIR=str(tmp / "tree"),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_module(tmp_path):
+    """``run_module(name, args, check=False, diff=False)`` -> the module's result dict."""
+
+    def run(name: str, args: dict, check: bool = False, diff: bool = False, **env: str) -> dict:
+        tree = tmp_path / "tree" / "localhost"
+        if tree.exists():
+            tree.unlink()
+        cmd = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+               "-m", f"engineops.fleet.{name}", "-a", json.dumps(args)]
+        if check:
+            cmd.append("--check")
+        if diff:
+            cmd.append("--diff")
+        proc = subprocess.run(cmd, env=ansible_env(tmp_path, **env), capture_output=True, text=True, timeout=600)
+        if not tree.exists():
+            raise AssertionError(f"{name} left no result\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+        result = json.loads(tree.read_text())
+        # The tree callback does not always record the failure itself.
+        result["failed"] = bool(result.get("failed")) or proc.returncode != 0
+        result["_stdout"] = proc.stdout
+        return result
+
+    return run
