@@ -1,0 +1,48 @@
+"""Fixtures of the Docker test bed.
+
+Importing ``tests`` (this package) makes the collection importable as
+``ansible_collections.engineops.fleet``. The fixtures below need the Docker
+daemon and the release images; `make test` starts the daemon and builds the
+images before pytest runs. They import docker lazily so pure unit tests run
+without it.
+"""
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    from tests.testbed.fleet import KIND_LABEL, remove_labelled
+    from tests.testbed.images import build_all
+
+    client = docker.from_env(timeout=180)
+    # Leftovers of an interrupted earlier run (restart policy brings them back).
+    remove_labelled(client, f"{KIND_LABEL}=test")
+    build_all()
+    yield client
+    remove_labelled(client, f"{KIND_LABEL}=test")
+
+
+@pytest.fixture
+def make_fleet(docker_client):
+    """``make_fleet(count, release=..., ...)`` starts a fleet; all are removed after the test."""
+    from tests.testbed.fleet import Fleet, free_port_block
+
+    fleets = []
+
+    def factory(count: int = 1, start: bool = True, **kwargs):
+        kwargs.setdefault("first_port", free_port_block(count))
+        fleet = Fleet("t" + secrets.token_hex(3), count, docker_client=docker_client, **kwargs)
+        fleets.append(fleet)
+        if start:
+            fleet.up()
+        return fleet
+
+    yield factory
+    for fleet in fleets:
+        fleet.down()
