@@ -25,7 +25,7 @@ DOCKER_IMPORT_ERROR: str | None
 DOCKER_IMPORT_TRACEBACK: str | None
 try:
     import docker
-    from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+    from docker.errors import APIError, DockerException, NotFound
 except ImportError as _exc:  # pragma: no cover - exercised only without docker
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = str(_exc)
@@ -34,7 +34,11 @@ except ImportError as _exc:  # pragma: no cover - exercised only without docker
     class DockerException(Exception):  # type: ignore[no-redef]
         pass
 
-    APIError = ImageNotFound = NotFound = DockerException  # type: ignore[misc]
+    class APIError(DockerException):  # type: ignore[no-redef]
+        pass
+
+    class NotFound(APIError):  # type: ignore[no-redef]
+        pass
 else:
     HAS_DOCKER = True
     DOCKER_IMPORT_ERROR = None
@@ -106,7 +110,7 @@ class EngineFacts:
 def _env_pairs(env: list[str] | None) -> dict[str, str]:
     pairs = {}
     for item in env or []:
-        key, _, value = item.partition("=")
+        key, _sep, value = item.partition("=")
         pairs[key] = value
     return pairs
 

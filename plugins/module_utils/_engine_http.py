@@ -50,11 +50,27 @@ except ImportError as _exc:  # pragma: no cover - exercised only without request
     REQUESTS_IMPORT_ERROR = str(_exc)
     REQUESTS_IMPORT_TRACEBACK = traceback.format_exc()
 
+    # Stand-ins with the same hierarchy, so the except clauses below stay valid.
     class _RequestException(Exception):  # type: ignore[no-redef]
         pass
 
-    _RequestsConnectionError = _RequestsConnectTimeout = _RequestsReadTimeout = _RequestException  # type: ignore
-    _RequestsSSLError = _RequestsTimeout = _Urllib3Error = _RequestException  # type: ignore
+    class _RequestsConnectionError(_RequestException):  # type: ignore[no-redef]
+        pass
+
+    class _RequestsTimeout(_RequestException):  # type: ignore[no-redef]
+        pass
+
+    class _RequestsConnectTimeout(_RequestsConnectionError, _RequestsTimeout):  # type: ignore[no-redef]
+        pass
+
+    class _RequestsReadTimeout(_RequestsTimeout):  # type: ignore[no-redef]
+        pass
+
+    class _RequestsSSLError(_RequestsConnectionError):  # type: ignore[no-redef]
+        pass
+
+    class _Urllib3Error(Exception):  # type: ignore[no-redef]
+        pass
 else:
     HAS_REQUESTS = True
     REQUESTS_IMPORT_ERROR = None

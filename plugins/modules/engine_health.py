@@ -57,7 +57,7 @@ attributes:
     support: full
     description: Only reads.
 author:
-  - engineops.fleet contributors
+  - engineops.fleet contributors (@engineops)
 """
 
 EXAMPLES = r"""

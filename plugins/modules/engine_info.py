@@ -48,7 +48,7 @@ attributes:
     support: full
     description: Reads only.
 author:
-  - engineops.fleet contributors
+  - engineops.fleet contributors (@engineops)
 """
 
 EXAMPLES = r"""

@@ -51,7 +51,7 @@ def run_module(tmp_path):
             cmd.append("--check")
         if diff:
             cmd.append("--diff")
-        proc = subprocess.run(cmd, env=ansible_env(tmp_path, **env), capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, env=ansible_env(tmp_path, **env), capture_output=True, text=True, timeout=600, check=False)
         if not tree.exists():
             raise AssertionError(f"{name} left no result\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
         result = json.loads(tree.read_text())
