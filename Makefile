@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images demo demo-down test test-sim sanity lint bench clean
+.PHONY: help venv docker images demo demo-down test sanity lint bench clean
 
 help:
 	@echo "make demo   - bring up the local demo fleet of reference Engines and run the demo"
@@ -28,8 +28,15 @@ demo: images
 demo-down: venv docker
 	@$(PY) -m tests.testbed.fleet down --prefix demo
 
-test: images
+# Static checks first, pytest last: its closing line is the run's summary.
+test: images sanity lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+sanity:
+	@scripts/sanity.sh all
+
+lint:
+	@scripts/lint.sh
 
 clean:
 	rm -rf tests/output .ansible .pytest_cache build

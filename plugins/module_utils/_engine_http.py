@@ -82,8 +82,6 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_TURN_TIMEOUT = 300.0
 _SNIPPET = 300
 _REDACTED = "********"
-# What reading a streamed body can raise (requests wraps only some of urllib3's errors).
-_STREAM_ERRORS = (_RequestException, _Urllib3Error, OSError)
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\][^'\")\]]*")
 
 
@@ -485,7 +483,7 @@ class EngineClient:
                         f"The event stream of {url} did not end within {timeout}s", partial=partial)
         except EngineClientError:
             raise
-        except _STREAM_ERRORS as exc:
+        except (_RequestException, _Urllib3Error, OSError) as exc:  # requests wraps only some of urllib3's errors
             if _is_timeout(exc):
                 raise EngineTimeoutError(self._redact(
                     f"The event stream of {url} stalled: no data within {timeout}s"), partial=partial) from None

@@ -25,14 +25,14 @@ from ansible_collections.engineops.fleet.plugins.module_utils._brain import (
     sha256_file,
 )
 
-BASE_SCHEMA = [
+BASE_SCHEMA = (
     "CREATE TABLE episodes (id INTEGER PRIMARY KEY, task_id TEXT NOT NULL, summary TEXT)",
     "CREATE TABLE knowledge_store (key TEXT PRIMARY KEY, value TEXT)",
     "CREATE TABLE conversations (id TEXT PRIMARY KEY, status TEXT) WITHOUT ROWID",
     "CREATE TABLE learning_signals (signal TEXT, weight REAL)",
     "CREATE TABLE observability_events (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT)",
     "CREATE INDEX episodes_task ON episodes (task_id)",
-]
+)
 
 
 def make_brain(path, migrations=("0001_init", "0002_learning"), table="schema_migrations",
@@ -91,10 +91,10 @@ def test_fingerprint_is_stable_and_data_independent(tmp_path):
     [
         # Whitespace and statement order do not matter.
         ({"schema": [s.replace(" (", "(").replace(", ", ",\n    ")
-                     for s in list(reversed(BASE_SCHEMA[:-1])) + BASE_SCHEMA[-1:]]}, True),
+                     for s in list(reversed(BASE_SCHEMA[:-1])) + list(BASE_SCHEMA[-1:])]}, True),
         ({"schema": [s.replace("CREATE TABLE", "CREATE  TABLE\t") for s in BASE_SCHEMA]}, True),
         # Schema and migration changes do.
-        ({"schema": BASE_SCHEMA + ["CREATE TABLE feedback (id INTEGER PRIMARY KEY, score INTEGER)"]}, False),
+        ({"schema": list(BASE_SCHEMA) + ["CREATE TABLE feedback (id INTEGER PRIMARY KEY, score INTEGER)"]}, False),
         ({"schema": [s.replace("summary TEXT", "summary TEXT, importance REAL DEFAULT 0") for s in BASE_SCHEMA]},
          False),
         ({"schema": BASE_SCHEMA[:-1]}, False),
@@ -228,7 +228,7 @@ def big_brain(path):
     conn.execute("CREATE INDEX episodes_task ON episodes (task_id)")
     rnd = random.Random(7)
     conn.executemany("INSERT INTO episodes (task_id, summary) VALUES (?, ?)",
-                     [(f"task-{rnd.random()}", "x" * 180) for _ in range(3000)])
+                     [(f"task-{rnd.random()}", "x" * 180) for _row in range(3000)])
     conn.commit()
     conn.close()
     return str(path)

@@ -443,7 +443,7 @@ def test_execute_heartbeats_past_deadline_time_out(server):
     def route(h):
         h.start_chunked()
         h.chunk(TURN[0])
-        for _ in range(20):
+        for _beat in range(20):
             time.sleep(0.05)
             h.chunk(sse("heartbeat", {}))
         h.end_chunked()

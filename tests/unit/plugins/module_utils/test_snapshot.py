@@ -242,7 +242,7 @@ def test_list_snapshots_newest_first(tmp_path):
     write_json_atomic(tmp_path / "misnamed.json", manifest(name="other").to_dict())
     listed = list_snapshots(tmp_path)
     assert [m.name for m in listed] == ["a-new", "b-mid", "a-old"]
-    assert sorted(f for f, _ in listed.skipped) == ["broken.json", "misnamed.json"]
+    assert sorted(f for f, _reason in listed.skipped) == ["broken.json", "misnamed.json"]
     assert "not valid JSON" in dict(listed.skipped)["broken.json"]
     assert "is for snapshot 'other', not 'misnamed'" in dict(listed.skipped)["misnamed.json"]
     assert [m.name for m in list_snapshots(tmp_path, engine="engine-007")] == ["b-mid"]

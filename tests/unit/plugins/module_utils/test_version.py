@@ -159,7 +159,7 @@ def test_precedence(lower, higher):
     assert low < high
     assert high > low
     assert low != high
-    assert not high <= low
+    assert (high <= low) is False
 
 
 def test_sorting_and_equality_ignore_build():
