@@ -8,6 +8,7 @@ without it.
 """
 from __future__ import annotations
 
+import os
 import secrets
 
 import pytest
@@ -17,15 +18,15 @@ import pytest
 def docker_client():
     import docker
 
-    from tests.testbed.fleet import KIND_LABEL, remove_labelled
+    from tests.testbed.fleet import OWNER_LABEL, remove_labelled, remove_orphans
     from tests.testbed.images import build_all
 
     client = docker.from_env(timeout=180)
     # Leftovers of an interrupted earlier run (restart policy brings them back).
-    remove_labelled(client, f"{KIND_LABEL}=test")
+    remove_orphans(client)
     build_all()
     yield client
-    remove_labelled(client, f"{KIND_LABEL}=test")
+    remove_labelled(client, f"{OWNER_LABEL}={os.getpid()}")
 
 
 @pytest.fixture

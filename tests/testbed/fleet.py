@@ -29,6 +29,7 @@ from tests.testbed.images import image_ref
 
 LABEL = "io.engineops.testbed"
 KIND_LABEL = "io.engineops.testbed.kind"
+OWNER_LABEL = "io.engineops.testbed.owner"  # pid of the process that made it
 DATA_PATH = "/data/brain.sqlite"
 
 
@@ -119,7 +120,7 @@ class Fleet:
         return image_ref(self.release, self.repository)
 
     def labels(self) -> dict[str, str]:
-        return {LABEL: self.prefix, KIND_LABEL: self.kind}
+        return {LABEL: self.prefix, KIND_LABEL: self.kind, OWNER_LABEL: str(os.getpid())}
 
     def seed(self, engine: Engine) -> None:
         """Create the Engine's volume and seed a brain on it with the release's schema."""
@@ -199,6 +200,20 @@ def wait_for_exit(container, timeout: float = 30.0) -> int:
             return container.attrs["State"]["ExitCode"]
         time.sleep(0.1)
     raise TimeoutError(f"{container.name} still {container.status} after {timeout:.0f}s")
+
+
+def remove_orphans(client: docker.DockerClient, kind: str = "test") -> int:
+    """Remove the ``kind`` fleets whose owner process is gone (an interrupted run)."""
+    owners = {
+        c.labels.get(OWNER_LABEL, "")
+        for c in client.containers.list(all=True, filters={"label": f"{KIND_LABEL}={kind}"})
+    }
+    owners |= {v.attrs["Labels"].get(OWNER_LABEL, "") for v in client.volumes.list(filters={"label": f"{KIND_LABEL}={kind}"})}
+    removed = 0
+    for owner in owners:
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            removed += remove_labelled(client, f"{OWNER_LABEL}={owner}")
+    return removed
 
 
 def remove_labelled(client: docker.DockerClient, label: str) -> int:
