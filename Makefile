@@ -35,8 +35,9 @@ test: images sanity lint
 sanity:
 	@scripts/sanity.sh all
 
-lint:
+lint: venv
 	@scripts/lint.sh
+	@$(VENV)/bin/antsibull-changelog lint
 
 clean:
 	rm -rf tests/output .ansible .pytest_cache build
