@@ -147,9 +147,14 @@ container_event:
       elements: str
 """
 
+import time
+
 from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import EngineDockerError
 from ansible_collections.engineops.fleet.plugins.module_utils._health import ContainerEvent, last_error, wait_ready
+
+
+EXIT_CODE_WAIT = 5.0  # seconds to wait for a restarting container's exit code
 
 
 def container_watcher(em: EngineModule, name: str, log_lines: int):
@@ -167,6 +172,12 @@ def container_watcher(em: EngineModule, name: str, log_lines: int):
             reason = "exited"
         else:
             return None
+        # Caught just after a restart, the container runs again and its last
+        # exit code is gone; it shows again when the new run ends.
+        deadline = time.monotonic() + EXIT_CODE_WAIT
+        while facts.exit_code is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            facts = em.docker.facts(name)
         tail = em.docker.logs(name, tail=log_lines)
         return ContainerEvent(reason, facts.exit_code, facts.restart_count, tail, last_error(tail))
 
