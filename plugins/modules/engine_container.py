@@ -1,0 +1,552 @@
+#!/usr/bin/python
+# Copyright: Contributors to the engineops.fleet project
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: engine_container
+short_description: Move an Engine to another image and keep everything else
+version_added: 0.1.0
+description:
+  - Recreates an Engine's container on another image, keeping every other setting of the old container, that is its environment,
+    mounts and volumes (anonymous volumes too, by name), published ports, labels, restart policy, networks with their
+    aliases and static addresses, command and entrypoint, working directory, user, health check, resource limits,
+    log configuration and the rest of its host configuration.
+  - Only what the container itself set is kept. What the old container inherited from the old image (its C(ENV),
+    C(LABEL), C(CMD), C(ENTRYPOINT), C(WORKDIR), C(EXPOSE), C(VOLUME), C(STOPSIGNAL), C(HEALTHCHECK), C(USER)) is left
+    out, so the new image's own defaults apply. A value the container set equal to the old image's default cannot be
+    told apart from that default and follows the new image.
+  - The image is pulled first, by O(pull). An image that cannot be had fails the module before the Engine is stopped.
+  - A running Engine is drained first (SIGTERM, O(grace_period), then SIGKILL; see M(engineops.fleet.engine_drain)).
+    The old container is renamed aside to C(<name>-previous-<short id>) until the new one is created (and started),
+    then removed; its named volumes stay. If the new container cannot be created or started, the module removes it,
+    renames the old one back, starts it again if it was running, and fails saying what happened.
+  - The image replaced is recorded in the new container's label C(io.engineops.fleet.previous-image), so a rollback
+    knows where to go back (M(engineops.fleet.engine_info) returns it as C(previous_image)).
+  - Whether the Engine is healthy after the start is M(engineops.fleet.engine_health)'s job; this module reports
+    whether the container runs and its restart count O(settle_time) seconds after the start.
+  - If a swap was interrupted after the old container was renamed aside and before the new one was created, the
+    container is found under its aside name and the swap goes on from there.
+options:
+  name:
+    description:
+      - Name of the Engine's container, for example V(engine-042). The container must exist.
+    type: str
+    required: true
+  image:
+    description:
+      - The image to run, pinned to an exact version tag, for example V(registry.example.com/september-engine:2.4.0).
+      - V(latest) and tags that are not an exact version are refused (the Engine's version is read from its tag).
+      - By default the image the container runs now.
+    type: str
+  state:
+    description:
+      - V(started) makes sure the container runs O(image), recreating and starting it as needed.
+      - V(present) makes sure the container is on O(image) without starting it; a container recreated for that is
+        left created, not running (the Engine is drained first).
+      - V(stopped) drains the Engine if it runs; with O(image), the container is also moved to it, not started.
+    type: str
+    choices: [started, stopped, present]
+    default: started
+  pull:
+    description:
+      - V(missing) pulls the image when the Docker host does not have it.
+      - V(always) pulls it every time; if the tag now names another image, the container is recreated on it.
+      - V(never) uses only the Docker host's image and fails when it is not there.
+      - In check mode nothing is pulled; the registry is asked whether it has the image.
+    type: str
+    choices: [always, missing, never]
+    default: missing
+  grace_period:
+    description:
+      - Seconds between SIGTERM and SIGKILL when the running Engine is drained, as C(docker stop --timeout).
+    type: int
+    default: 30
+  env:
+    description:
+      - Environment variables merged over the container's own, for example a variable a major version requires.
+      - Values are strings (quote booleans); they are never logged nor returned, only the names.
+      - A variable whose value differs from the container's makes the container be recreated.
+    type: dict
+  settle_time:
+    description:
+      - Seconds to wait after starting the new container before reading whether it runs and its restart count.
+    type: float
+    default: 1
+extends_documentation_fragment:
+  - engineops.fleet.engine
+  - engineops.fleet.engine.actiongroup
+attributes:
+  check_mode:
+    support: full
+    description: Pulls, stops and creates nothing; reports what would change and asks the registry whether it has the
+      image.
+  diff_mode:
+    support: full
+    description: Shows the image and state before and after, and which O(env) names change (never their values).
+  idempotent:
+    support: full
+    description: A container already on O(image), with O(env), in O(state) is not touched.
+notes:
+  - O(engine_url) and O(engine_key) are used only to count the turns in flight from the Engine's event replay while it
+    is drained, when its logs cannot.
+seealso:
+  - module: engineops.fleet.engine_drain
+  - module: engineops.fleet.engine_info
+  - module: engineops.fleet.engine_health
+author:
+  - engineops.fleet contributors (@engineops)
+"""
+
+EXAMPLES = r"""
+- name: Move engine-042 to the patch release
+  engineops.fleet.engine_container:
+    name: engine-042
+    image: registry.example.com/september-engine:2.3.1
+  register: swap
+
+- name: Roll it back to the image it replaced
+  engineops.fleet.engine_container:
+    name: engine-042
+    image: "{{ swap.previous_image }}"
+    pull: never
+
+- name: Move to a major release that needs a new variable
+  engineops.fleet.engine_container:
+    name: engine-042
+    image: registry.example.com/september-engine:3.0.0
+    env:
+      LLM_EMBEDDING_MODEL: "{{ engine_embedding_model }}"
+
+- name: Stage the new image in a window without starting it
+  engineops.fleet.engine_container:
+    name: engine-042
+    image: registry.example.com/september-engine:2.4.0
+    state: present
+    pull: always
+
+- name: Stop an Engine gracefully, with a minute of grace
+  engineops.fleet.engine_container:
+    name: engine-042
+    state: stopped
+    grace_period: 60
+"""
+
+RETURN = r"""
+container:
+  description:
+    - The facts of the Engine's container afterwards (in check mode, as it is now), as
+      M(engineops.fleet.engine_info) returns them.
+    - RV(container.running) and RV(container.restart_count) are read O(settle_time) seconds after a start.
+  returned: success
+  type: dict
+  contains:
+    name:
+      description: Container name.
+      type: str
+      sample: engine-042
+    id:
+      description: Container id.
+      type: str
+    state:
+      description: Docker's state of the container (V(created) for a container recreated with O(state=present)).
+      type: str
+      sample: running
+    running:
+      description: Whether the container runs (and is not restarting).
+      type: bool
+    restart_count:
+      description: How often Docker restarted the container; above 0 soon after a start hints at a crash at boot.
+      type: int
+      sample: 0
+    image:
+      description: The image reference the container runs.
+      type: str
+      sample: registry.example.com/september-engine:2.3.1
+    version:
+      description: The version read from the image tag.
+      type: str
+      sample: 2.3.1
+    previous_image:
+      description: The image recorded in label C(io.engineops.fleet.previous-image).
+      type: str
+      sample: registry.example.com/september-engine:2.3.0
+    env_names:
+      description: Names of the container's environment variables (never their values).
+      type: list
+      elements: str
+image:
+  description: The image the container is on (or would be on, in check mode).
+  returned: success
+  type: str
+  sample: registry.example.com/september-engine:2.3.1
+previous_image:
+  description: The image the container ran before this run replaced it, else the image recorded by an earlier swap.
+  returned: success
+  type: str
+  sample: registry.example.com/september-engine:2.3.0
+recreated:
+  description: Whether the container was (or would be) recreated, on another image or with another O(env).
+  returned: success
+  type: bool
+pulled:
+  description: Whether the image was pulled (in check mode, would be).
+  returned: success
+  type: bool
+image_changed:
+  description: Whether the container's image changed (or would change).
+  returned: success
+  type: bool
+env_changed:
+  description: Names of O(env) entries whose value the container did not have.
+  returned: success
+  type: list
+  elements: str
+actions:
+  description: What was done (in check mode, what would be done), in order.
+  returned: success
+  type: list
+  elements: str
+  sample:
+    - pull registry.example.com/september-engine:2.3.1
+    - drained engine-042
+    - renamed engine-042 to engine-042-previous-3f2a9c1b7d4e
+    - created engine-042 on registry.example.com/september-engine:2.3.1
+    - started engine-042
+    - removed the old container engine-042-previous-3f2a9c1b7d4e (3f2a9c1b7d4e)
+drain:
+  description: The drain report of the old container when it ran, as M(engineops.fleet.engine_drain) returns it.
+  returned: when a running Engine was drained
+  type: dict
+carried:
+  description: Names of the settings kept from the old container and of those left to the new image.
+  returned: when the container was recreated
+  type: dict
+  contains:
+    kept:
+      description: What came from the old container (env and label names, host config keys, networks...).
+      type: dict
+    left_to_image:
+      description: What the old container had from the old image and now comes from the new one.
+      type: dict
+swap:
+  description: Ids and names of the old and new containers.
+  returned: when the container was recreated
+  type: dict
+"""
+
+from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
+from ansible_collections.engineops.fleet.plugins.module_utils._container import (
+    PULL_POLICIES,
+    ContainerError,
+    Swapper,
+    derive_spec,
+    env_changes,
+    env_to_dict,
+    env_value,
+    ensure_image,
+    is_aside_name,
+    local_image,
+    observe,
+    same_image_name,
+)
+from ansible_collections.engineops.fleet.plugins.module_utils._docker import (
+    EngineDockerError,
+    EngineNotFoundError,
+    facts_from_inspect,
+)
+from ansible_collections.engineops.fleet.plugins.module_utils._drain import (
+    DEFAULT_GRACE_PERIOD,
+    DrainError,
+    DrainOptions,
+    drain_container,
+    is_running,
+)
+from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import EngineClient, EngineClientError
+from ansible_collections.engineops.fleet.plugins.module_utils._version import VersionError, version_from_image
+
+ARGUMENT_SPEC = {
+    "name": {"type": "str", "required": True},
+    "image": {"type": "str"},
+    "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "present"]},
+    "pull": {"type": "str", "default": "missing", "choices": list(PULL_POLICIES)},
+    "grace_period": {"type": "int", "default": DEFAULT_GRACE_PERIOD},
+    "env": {"type": "dict", "no_log": True},
+    "settle_time": {"type": "float", "default": 1.0},
+}
+
+
+class EngineContainer:
+    """Plan and carry out one Engine container's move to ``image`` in ``state``."""
+
+    def __init__(self, em: EngineModule) -> None:
+        self.em = em
+        self.params = em.params
+        self.name = self.params["name"]
+        self.state = self.params["state"]
+        self.env = self.params["env"] or {}
+        self.actions: list[str] = []
+        self.result: dict = {"changed": False}
+
+    # -- input ------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Every check that needs no Docker: fail naming the bad value, before anything is touched."""
+        image = self.params["image"]
+        if image is not None:
+            try:
+                version_from_image(image)
+            except VersionError as exc:
+                self.em.fail(f"Cannot move {self.name} to image {image!r}: {exc}. Nothing was changed")
+        if self.params["grace_period"] < 0:
+            self.em.fail(
+                f"Cannot move {self.name}: grace_period {self.params['grace_period']} is negative; give the seconds "
+                f"between SIGTERM and SIGKILL, 0 or more (default {DEFAULT_GRACE_PERIOD})"
+            )
+        if self.params["settle_time"] < 0:
+            self.em.fail(f"Cannot move {self.name}: settle_time {self.params['settle_time']} is negative; give 0 or more")
+        for key, value in self.env.items():
+            if not key or "=" in key:
+                self.em.fail(f"Cannot move {self.name}: env name {key!r} is not a valid variable name (no '=', not empty)")
+            try:
+                env_value(value, key)
+            except ContainerError as exc:
+                self.em.fail(f"Cannot move {self.name}: {exc}")
+
+    def find(self):
+        """The Engine's container, or the one an interrupted swap left aside (then ``resumed``)."""
+        docker = self.em.docker
+        try:
+            container = docker.container(self.name)
+        except EngineNotFoundError as exc:
+            aside = [
+                c for c in docker.client.containers.list(all=True, filters={"name": f"{self.name}-previous-"})
+                if is_aside_name(c.name, self.name)
+            ]
+            if len(aside) == 1:
+                self.em.module.warn(
+                    f"No container named {self.name}, but {aside[0].name} was left aside by an interrupted swap: "
+                    "going on from it"
+                )
+                return aside[0], True
+            if aside:
+                names = ", ".join(sorted(c.name for c in aside))
+                self.em.fail(
+                    f"No container named {self.name}, and several left aside by interrupted swaps ({names}); "
+                    f"rename the right one back to {self.name} (docker rename) and run again"
+                )
+            self.em.fail(str(exc))
+        except EngineDockerError as exc:
+            self.em.fail(str(exc))
+        leftovers = [
+            c.name for c in docker.client.containers.list(all=True, filters={"name": f"{self.name}-previous-"})
+            if is_aside_name(c.name, self.name)
+        ]
+        if leftovers:
+            self.em.module.warn(
+                f"{', '.join(sorted(leftovers))} left aside by an earlier interrupted swap of {self.name} still exist; "
+                "remove them (docker rm) once the Engine is known good"
+            )
+        return container, False
+
+    # -- the run ----------------------------------------------------------
+
+    def replay_client(self, facts):
+        key = self.params["engine_key"]
+        url = self.params["engine_url"] or facts.engine_url()
+        if not key or not url:
+            return None
+        try:
+            return EngineClient(url, key=key, verify_tls=self.params["validate_certs"],
+                                timeout=self.params["request_timeout"])
+        except EngineClientError as exc:
+            self.em.fail(f"Cannot move {facts.name}: invalid engine_url or engine_key: {exc}. Nothing was changed")
+
+    def drain(self, container, facts):
+        options = DrainOptions(grace_period=self.params["grace_period"])
+        report = drain_container(container, options, replay_client=self.replay_client(facts))
+        for warning in report.warnings:
+            self.em.module.warn(warning)
+        if report.account.not_finished:
+            self.em.module.warn(
+                f"Draining {facts.name} cut {report.account.not_finished} turn(s): the grace period of "
+                f"{options.grace_period}s ran out"
+            )
+        self.result["drain"] = report.to_dict()
+        return report
+
+    def run(self) -> None:
+        self.validate()
+        client = self.em.docker.client
+        container, resumed = self.find()
+        attrs = container.attrs
+        old_facts = facts_from_inspect(attrs)
+        old_image = old_facts.image
+        running = is_running(attrs)
+        target = self.params["image"] or old_image
+        self.result["image"] = target
+
+        pulled = False
+        target_id = None
+        if self.params["image"] is not None:
+            try:
+                check = ensure_image(client, target, self.params["pull"], check_mode=self.em.check_mode,
+                                     owner=self.name)
+            except ContainerError as exc:
+                self.em.fail(str(exc), container=old_facts.to_dict())
+                raise  # unreachable
+            pulled = check.pulled
+            target_id = check.id
+            if pulled:
+                self.actions.append(f"pull {target}")
+        image_changed = not same_image_name(target, old_image) or (target_id is not None and target_id != attrs.get("Image"))
+        try:
+            env_changed = env_changes(attrs, self.env)
+        except ContainerError as exc:
+            self.em.fail(f"Cannot move {self.name}: {exc}")
+            raise  # unreachable
+        recreate = image_changed or bool(env_changed)
+        rename_back = resumed and not recreate
+        start_after = self.state == "started"
+
+        plan: list[str] = []
+        if recreate:
+            if running:
+                plan.append(f"drain {container.name}")
+            plan.append(f"recreate {self.name} on {target}")
+            if start_after:
+                plan.append(f"start {self.name}")
+        else:
+            if rename_back:
+                plan.append(f"rename {container.name} back to {self.name}")
+            if self.state == "started" and not running:
+                plan.append(f"start {self.name}")
+            elif self.state == "stopped" and running:
+                plan.append(f"drain {self.name}")
+        changed = bool(plan)
+
+        self.result.update(
+            changed=changed,
+            recreated=recreate,
+            pulled=pulled,
+            image_changed=image_changed,
+            env_changed=env_changed,
+            previous_image=old_image if image_changed else old_facts.previous_image,
+        )
+        after_state = self._after_state(old_facts.state, running, recreate)
+        if self.em.diff_mode:
+            current = env_to_dict((attrs.get("Config") or {}).get("Env"))
+            self.result["diff"] = {
+                "before": self._view(old_image, old_facts.state, old_facts.previous_image,
+                                     {k: "set" if k in current else "unset" for k in sorted(self.env)}),
+                "after": self._view(target, after_state, self.result["previous_image"],
+                                    {k: "set (changed)" if k in env_changed else "set" for k in sorted(self.env)}),
+            }
+
+        if self.em.check_mode or not changed:
+            if self.em.check_mode:
+                self.actions.extend(plan)
+            self.result["actions"] = self.actions
+            self.result["container"] = old_facts.to_dict()
+            self.em.exit(**self.result)
+
+        if recreate:
+            new_id = self._recreate(container, attrs, old_facts, running, target, start_after)
+            inspect = observe(client, new_id, self.params["settle_time"]) if start_after else client.api.inspect_container(new_id)
+        else:
+            try:
+                if rename_back:
+                    aside = container.name
+                    container.rename(self.name)
+                    self.actions.append(f"renamed {aside} back to {self.name}")
+                if self.state == "started" and not running:
+                    container.start()
+                    self.actions.append(f"started {self.name}")
+                    container.reload()
+                    inspect = observe(client, container.id, self.params["settle_time"])
+                elif self.state == "stopped" and running:
+                    self.drain(container, old_facts)
+                    self.actions.append(f"drained {self.name}")
+                    inspect = client.api.inspect_container(container.id)
+                else:
+                    inspect = client.api.inspect_container(container.id)
+            except DrainError as exc:
+                self.em.fail(str(exc), actions=self.actions)
+                raise  # unreachable
+            except Exception as exc:  # noqa: BLE001 - Docker SDK errors of any kind
+                verb = {"started": "start", "stopped": "stop", "present": "rename"}[self.state]
+                self.em.fail(
+                    f"Cannot {verb} {self.name}: {getattr(exc, 'explanation', None) or exc}",
+                    actions=self.actions,
+                )
+                raise  # unreachable
+        self.result["actions"] = self.actions
+        self.result["container"] = facts_from_inspect(inspect).to_dict()
+        self.em.exit(**self.result)
+
+    def _recreate(self, container, attrs, old_facts, running, target, start_after) -> str:
+        client = self.em.docker.client
+        old_image_attrs = local_image(client, attrs.get("Image") or "")
+        if old_image_attrs is None:
+            self.em.fail(
+                f"Cannot move {self.name} to {target}: its current image {old_facts.image} ({attrs.get('Image')}) "
+                "is gone from the Docker host, so the container's own settings cannot be told from the image's "
+                f"defaults; pull {old_facts.image} again and rerun. Nothing was changed"
+            )
+        if running and (attrs.get("HostConfig") or {}).get("AutoRemove"):
+            self.em.fail(
+                f"Cannot move {self.name} to {target}: it was created with --rm, so stopping it deletes it and a "
+                "failed swap could not be undone; recreate it once without --rm. Nothing was changed"
+            )
+        try:
+            spec = derive_spec(attrs, old_image_attrs, target, env=self.env, name=self.name,
+                               record_previous=not same_image_name(old_facts.image, target))
+        except ContainerError as exc:
+            self.em.fail(f"Cannot move {self.name} to {target}: {exc}. Nothing was changed")
+            raise  # unreachable
+        self.result["carried"] = spec.summary()
+        swapper = Swapper(client, container, spec, start=start_after, was_running=running,
+                          stop_old=lambda c: self.drain(c, old_facts))
+        try:
+            swap = swapper.run()
+        except DrainError as exc:
+            self.em.fail(
+                f"Cannot move {self.name} to {target}: draining it failed: {exc}",
+                actions=self.actions + swapper.result.actions,
+            )
+            raise  # unreachable
+        except ContainerError as exc:
+            self.em.fail(str(exc), actions=self.actions + swapper.result.actions, **exc.partial)
+            raise  # unreachable
+        self.actions.extend(swap.actions)
+        for warning in swap.warnings:
+            self.em.module.warn(warning)
+        self.result["swap"] = swap.to_dict()
+        return swap.new_id
+
+    def _after_state(self, state: str, running: bool, recreate: bool) -> str:
+        if self.state == "started":
+            return state if state == "restarting" and not recreate else "running"
+        if recreate:
+            return "created"
+        if self.state == "stopped" and running:
+            return "exited"
+        return state
+
+    def _view(self, image: str, state: str, previous: str | None, env: dict[str, str]) -> dict:
+        """One side of the diff: image, state, the recorded previous image and the O(env) names (never values)."""
+        view = {"name": self.name, "image": image, "state": state, "previous_image": previous}
+        if env:
+            view["env"] = env
+        return view
+
+
+def main() -> None:
+    em = EngineModule(ARGUMENT_SPEC, needs_http=False)
+    EngineContainer(em).run()
+
+
+if __name__ == "__main__":
+    main()
