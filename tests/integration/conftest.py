@@ -61,3 +61,24 @@ def run_module(tmp_path):
         return result
 
     return run
+
+
+@pytest.fixture
+def run_playbook(tmp_path):
+    """``run_playbook(playbook, inventory, extra_vars=None, *args)`` -> CompletedProcess (stdout, stderr, returncode).
+
+    ``playbook`` is a path or an FQCN (``engineops.fleet.upgrade``); ``inventory`` a path.
+    """
+
+    def run(playbook: str, inventory: str | Path, extra_vars: dict | None = None, *args: str,
+            timeout: float = 1200, **env: str) -> subprocess.CompletedProcess:
+        cmd = [str(BIN / "ansible-playbook"), str(playbook), "-i", str(inventory)]
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        cmd += list(args)
+        full_env = ansible_env(tmp_path, **env)
+        if "ANSIBLE_CALLBACKS_ENABLED" not in env:
+            del full_env["ANSIBLE_CALLBACKS_ENABLED"]  # the tree callback is for ad hoc module runs
+        return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    return run
