@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv docker images demo demo-down test sanity lint bench clean
+.PHONY: help venv docker images demo demo-down test test-rollouts sanity lint bench clean
 
 help:
 	@echo "make demo   - bring up the local demo fleet of reference Engines and run the demo"
@@ -31,6 +31,10 @@ demo-down: venv docker
 # Static checks first, pytest last: its closing line is the run's summary.
 test: images sanity lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Whole rollouts over real fleets: slow, outside `make test` for now.
+test-rollouts: images
+	$(PY) -m pytest tests/integration/test_playbooks.py -m rollout $(PYTEST_ARGS)
 
 sanity:
 	@scripts/sanity.sh all

@@ -1,0 +1,282 @@
+"""The roles and playbooks end to end: real ``ansible-playbook`` runs on real fleets with traffic flowing."""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.engine_sim import releases
+from tests.testbed.loadgen import LoadGenerator
+
+# Whole rollouts over real fleets take minutes each: outside the default run
+# (`make test-rollouts` runs them) until they are fast enough for `make test`.
+pytestmark = pytest.mark.rollout
+
+
+# Small observation windows and probe counts: the tests are about the mechanics.
+FAST = {
+    "engine_metrics_probes": 20,
+    "engine_metrics_window": "10m",
+    "engine_drain_grace": 30,
+    "engine_health_timeout": 60,
+}
+
+
+@pytest.fixture
+def play(run_playbook):
+    """``run_playbook`` with enough forks for a whole fleet at once (the pre-flight runs on every Engine)."""
+
+    def run(*args, **env):
+        env.setdefault("ANSIBLE_FORKS", "16")
+        return run_playbook(*args, **env)
+
+    return run
+
+
+def write_inventory(fleet, tmp_path: Path, **extra) -> Path:
+    hosts = {
+        e.name: {"engine_url": e.url, "engine_key": e.key}
+        for e in fleet.engines
+    }
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "engine_snapshot_dir": str(tmp_path / "snapshots"),
+                "engine_baseline_dir": str(tmp_path / "baselines"),
+                "engine_ledger_dir": str(tmp_path / "ledger"),
+                **FAST,
+                **extra,
+            },
+            "children": {"engines": {"hosts": hosts}},
+        }
+    }
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def versions(fleet) -> dict[str, str]:
+    return {e.name: fleet.container(e).attrs["Config"]["Image"].rsplit(":", 1)[-1] for e in fleet.engines}
+
+
+def container_ids(fleet) -> dict[str, str]:
+    return {e.name: fleet.container(e).id for e in fleet.engines}
+
+
+def with_traffic(fleet, action):
+    load = LoadGenerator(fleet.engines, seconds=900, pause=0.05).start()
+    try:
+        result = action()
+    finally:
+        report = load.stop()
+    return result, report
+
+
+def explain(proc) -> str:
+    return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-20000:]}\n--- stderr\n{proc.stderr[-5000:]}"
+
+
+@pytest.mark.timeout(2400)  # a fleet of real Engines; slow on a loaded machine
+def test_batched_upgrade_to_the_patch(make_fleet, play, tmp_path):
+    fleet = make_fleet(8)
+    inventory = write_inventory(fleet, tmp_path)
+    proc, report = with_traffic(fleet, lambda: play(
+        "engineops.fleet.upgrade", inventory, {"engine_target_version": releases.tag("patch")}))
+    assert proc.returncode == 0, explain(proc)
+    assert set(versions(fleet).values()) == {releases.tag("patch")}
+    assert report.lost == [], report.summary()
+    assert report.counts()["completed"] > 0
+    # serial ["10%", "50%", "100%"] of 8 hosts: batches of 1, 4 and 3.
+    batches = [line for line in proc.stdout.splitlines() if line.startswith("PLAY [Upgrade the Engines in batches]")]
+    assert len(batches) == 3, explain(proc)
+    # The ledger has every Engine verified, in the batches serial formed.
+    records = [json.loads(p.read_text()) for p in (tmp_path / "ledger" / "upgrade-2.3.1").glob("*.json")]
+    assert sorted(r["status"] for r in records) == ["verified"] * 8
+    sizes = sorted(Counter(str(r["facts"]["batch"]) for r in records).values())
+    assert sizes == [1, 3, 4], sizes
+
+    # Again: every Engine is on the target and is left alone.
+    before = container_ids(fleet)
+    again = play("engineops.fleet.upgrade", inventory, {"engine_target_version": releases.tag("patch")})
+    assert again.returncode == 0, explain(again)
+    assert container_ids(fleet) == before
+
+
+@pytest.mark.timeout(2400)  # a fleet of real Engines; slow on a loaded machine
+def test_sequential_bad_release_is_rolled_back_by_image_and_stops_the_rollout(make_fleet, play, tmp_path):
+    fleet = make_fleet(3)
+    inventory = write_inventory(fleet, tmp_path)
+    before = container_ids(fleet)
+    proc, report = with_traffic(fleet, lambda: play(
+        "engineops.fleet.upgrade", inventory,
+        {"engine_target_version": releases.tag("bad-answers"), "engine_rollout": "sequential"}))
+    assert proc.returncode != 0, explain(proc)
+    assert "image rollback (schema unchanged)" in proc.stdout, explain(proc)
+    after = container_ids(fleet)
+    first, *rest = fleet.engines
+    assert versions(fleet) == {e.name: releases.tag("baseline") for e in fleet.engines}
+    assert after[first.name] != before[first.name]  # upgraded, then rolled back
+    assert all(after[e.name] == before[e.name] for e in rest), "the rollout went on after a failed Engine"
+    assert report.lost == [], report.summary()
+    fleet.wait_healthy(30)
+
+
+def test_minor_with_a_migration_is_rolled_back_with_a_brain_restore(make_fleet, play, tmp_path):
+    fleet = make_fleet(2)
+    inventory = write_inventory(fleet, tmp_path)
+    proc, report = with_traffic(fleet, lambda: play(
+        "engineops.fleet.upgrade", inventory,
+        {"engine_target_version": releases.tag("bad-minor"), "engine_rollout": "sequential"},
+        ANSIBLE_CALLBACKS_ENABLED="engineops.fleet.rollout_report",
+        ENGINEOPS_ROLLOUT_REPORT_DIR=str(tmp_path / "reports")))
+    assert proc.returncode != 0, explain(proc)
+    assert "brain restore from" in proc.stdout, explain(proc)
+    assert "the restore lost" in proc.stdout, explain(proc)
+    # The rollout report has the rollback mode and the lost-write account.
+    [report_json] = (tmp_path / "reports").glob("*/report.json")
+    engines = {e["engine"]: e for e in json.loads(report_json.read_text())["engines"]}
+    rollback = engines[fleet.engines[0].name]["rollback"]
+    assert rollback["mode"] == "brain", rollback
+    assert rollback["lost_writes"]["total"] >= 0, rollback
+    assert engines[fleet.engines[0].name]["status"] == "rolled_back"
+    assert versions(fleet) == {e.name: releases.tag("baseline") for e in fleet.engines}
+    assert report.lost == [], report.summary()
+    fleet.wait_healthy(30)
+    quarantine = list((tmp_path / "snapshots" / fleet.engines[0].name / "quarantine").glob("*"))
+    assert quarantine, "the replaced brain was not kept"
+
+
+def test_missing_image_stops_before_any_engine_is_touched(make_fleet, play, tmp_path):
+    fleet = make_fleet(2)
+    inventory = write_inventory(fleet, tmp_path)
+    before = container_ids(fleet)
+    proc = play("engineops.fleet.upgrade", inventory, {"engine_target_version": "2.9.9"})
+    assert proc.returncode != 0, explain(proc)
+    assert "2.9.9" in proc.stdout and "make sure the target image can be had" in proc.stdout.lower(), explain(proc)
+    assert container_ids(fleet) == before
+    assert not list((tmp_path / "snapshots").glob("*/*.db")), "a snapshot was taken before the image was checked"
+
+
+@pytest.mark.parametrize(("target", "extra", "message"), [
+    ("2.2.0", {}, "use the rollback playbook"),
+    ("3.0.0", {}, "is a major upgrade"),
+])
+def test_downgrade_and_unacknowledged_major_are_refused(make_fleet, play, tmp_path, target, extra, message):
+    fleet = make_fleet(1)
+    inventory = write_inventory(fleet, tmp_path)
+    before = container_ids(fleet)
+    proc = play("engineops.fleet.upgrade", inventory, {"engine_target_version": target, **extra})
+    assert proc.returncode != 0, explain(proc)
+    assert message in proc.stdout, explain(proc)
+    assert container_ids(fleet) == before
+
+
+@pytest.mark.timeout(2400)  # a fleet of real Engines; slow on a loaded machine
+def test_rollback_playbook_restores_the_brain_of_a_migrated_engine(make_fleet, play, tmp_path):
+    fleet = make_fleet(2)
+    inventory = write_inventory(fleet, tmp_path)
+    minor = releases.tag("minor")
+    proc = play("engineops.fleet.upgrade", inventory, {"engine_target_version": minor, "engine_rollout": "sequential"})
+    assert proc.returncode == 0, explain(proc)
+    assert set(versions(fleet).values()) == {minor}
+    first, second = fleet.engines
+    # Ad hoc, one Engine: the schema moved (migration 0003), so the brain is restored, then verified.
+    proc, report = with_traffic(fleet, lambda: play(
+        "engineops.fleet.rollback", inventory, None, "--limit", first.name))
+    assert proc.returncode == 0, explain(proc)
+    assert "brain restore from" in proc.stdout and "schema changed" in proc.stdout, explain(proc)
+    assert versions(fleet) == {first.name: releases.tag("baseline"), second.name: minor}
+    assert report.lost == [], report.summary()
+    # An explicit version on an Engine whose schema did not move back: forced brain restore.
+    proc = play("engineops.fleet.rollback", inventory,
+                        {"engine_rollback_version": releases.tag("baseline"), "engine_rollback_restore_brain": True},
+                        "--limit", second.name)
+    assert proc.returncode == 0, explain(proc)
+    assert versions(fleet) == {e.name: releases.tag("baseline") for e in fleet.engines}
+    fleet.wait_healthy(30)
+
+
+@pytest.mark.timeout(2400)  # a fleet of real Engines; slow on a loaded machine
+def test_canary_rollout_to_the_patch(make_fleet, play, tmp_path):
+    fleet = make_fleet(8)
+    inventory = write_inventory(fleet, tmp_path, engine_canary_observe_seconds=15)
+    proc, report = with_traffic(fleet, lambda: play(
+        "engineops.fleet.upgrade", inventory, {"engine_target_version": releases.tag("patch"), "engine_rollout": "canary"}))
+    assert proc.returncode == 0, explain(proc)
+    assert set(versions(fleet).values()) == {releases.tag("patch")}
+    assert "Compare the canary with the control cohort" in proc.stdout
+    assert report.lost == [], report.summary()
+
+
+@pytest.mark.timeout(2400)  # a fleet of real Engines; slow on a loaded machine
+def test_canary_catches_a_bad_release_and_only_the_canary_is_touched(make_fleet, play, tmp_path):
+    fleet = make_fleet(8)
+    inventory = write_inventory(fleet, tmp_path, engine_canary_observe_seconds=15)
+    before = container_ids(fleet)
+    proc, report = with_traffic(fleet, lambda: play(
+        "engineops.fleet.upgrade", inventory,
+        {"engine_target_version": releases.tag("bad-answers"), "engine_rollout": "canary"}))
+    assert proc.returncode != 0, explain(proc)
+    after = container_ids(fleet)
+    touched = [name for name in before if after[name] != before[name]]
+    assert len(touched) == 1, explain(proc)  # 5% of 8, at least one
+    assert versions(fleet) == {e.name: releases.tag("baseline") for e in fleet.engines}
+    assert report.lost == [], report.summary()
+    fleet.wait_healthy(30)
+
+
+@pytest.mark.parametrize("args", [
+    ["-i", "inventories/demo"],
+    ["-i", "inventories/example", "--vault-password-file", "inventories/example/vault-password.txt"],
+])
+def test_inventories_parse(args, tmp_path):
+    import json
+    import subprocess
+
+    from tests.integration.conftest import BIN, ROOT, ansible_env
+
+    proc = subprocess.run([str(BIN / "ansible-inventory"), *args, "--list"], cwd=ROOT, env=ansible_env(tmp_path),
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    hostvars = json.loads(proc.stdout)["_meta"]["hostvars"]
+    assert len(hostvars) == 12
+    assert all("engine_url" in v and "engine_key" in v for v in hostvars.values())
+
+
+def test_single_engine_is_watched_and_rolled_back_by_itself(make_fleet, play, tmp_path):
+    fleet = make_fleet(1)
+    inventory = write_inventory(fleet, tmp_path, engine_watch_seconds=10)
+    proc, report = with_traffic(fleet, lambda: play(
+        "engineops.fleet.upgrade", inventory, {"engine_target_version": releases.tag("bad-errors"), "engine_rollout": "single"}))
+    assert proc.returncode != 0, explain(proc)
+    assert "Watch the single Engine before calling it done" in proc.stdout
+    assert "image rollback (schema unchanged)" in proc.stdout, explain(proc)
+    assert versions(fleet) == {fleet.engines[0].name: releases.tag("baseline")}
+    assert report.lost == [], report.summary()
+    fleet.wait_healthy(30)
+
+
+def test_step_playbooks_health_snapshot_evals(make_fleet, play, tmp_path):
+    fleet = make_fleet(1)
+    inventory = write_inventory(fleet, tmp_path)
+    engine = fleet.engines[0]
+    proc = play("engineops.fleet.health", inventory)
+    assert proc.returncode == 0 and "ready" in proc.stdout, explain(proc)
+    proc = play("engineops.fleet.snapshot", inventory)
+    assert proc.returncode == 0, explain(proc)
+    assert len(list((tmp_path / "snapshots" / engine.name).glob("*.db"))) == 1
+    proc = play("engineops.fleet.evals", inventory, {"engine_eval_mode": "baseline"})
+    assert proc.returncode == 0, explain(proc)
+    assert (tmp_path / "baselines" / engine.name / "evals.json").is_file()
+    proc = play("engineops.fleet.evals", inventory, {"engine_eval_mode": "compare"})
+    assert proc.returncode == 0 and "verdict pass" in proc.stdout, explain(proc)
+    # A stopped Engine is reported not ready and fails the health playbook.
+    fleet.container(engine).stop(timeout=30)
+    proc = play("engineops.fleet.health", inventory)
+    assert proc.returncode != 0 and "NOT READY" in proc.stdout, explain(proc)
