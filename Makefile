@@ -4,13 +4,19 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+INVENTORY ?= inventories/demo
+MODE ?= run
+# This checkout, seen by Ansible as the collection engineops.fleet.
+COLLECTIONS := .ansible/collections
+ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(COLLECTIONS)
 
-.PHONY: help venv docker images demo demo-down test test-rollouts sanity lint bench clean
+.PHONY: help venv docker images demo demo-down collection-path eval test test-rollouts sanity lint bench clean
 
 help:
 	@echo "make demo   - bring up the local demo fleet of reference Engines and run the demo"
 	@echo "make test   - every test: simulator, unit, integration, sanity, lint"
 	@echo "make images - build the reference Engine's release images into the local registry"
+	@echo "make eval ENGINE=engine-demo-01 [MODE=run|baseline|compare] - the eval suite on one Engine"
 	@echo "make bench  - benchmarks"
 
 venv:
@@ -24,6 +30,15 @@ images: venv docker
 
 demo: images
 	@$(PY) -m tests.testbed.demo
+
+collection-path:
+	@mkdir -p $(COLLECTIONS)/ansible_collections/engineops
+	@ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/engineops/fleet
+
+# The eval suite on one Engine of an inventory: make eval ENGINE=engine-demo-01 [MODE=run|baseline|compare]
+eval: venv collection-path
+	@test -n "$(ENGINE)" || { echo "usage: make eval ENGINE=<inventory host, e.g. engine-demo-01> [MODE=run|baseline|compare] [INVENTORY=$(INVENTORY)]"; exit 2; }
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook playbooks/evals.yml -i $(INVENTORY) --limit $(ENGINE) -e engine_eval_mode=$(MODE)
 
 demo-down: venv docker
 	@$(PY) -m tests.testbed.fleet down --prefix demo
