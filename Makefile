@@ -58,5 +58,9 @@ lint: venv
 	@scripts/lint.sh
 	@$(VENV)/bin/antsibull-changelog lint
 
+# Benchmarks: ratios against a baseline measured in the same run.
+bench: images
+	$(PY) benchmarks/snapshot_1gib.py
+
 clean:
 	rm -rf tests/output .ansible .pytest_cache build

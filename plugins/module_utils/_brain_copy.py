@@ -406,7 +406,7 @@ def extract_single_member(chunks: Iterable[bytes], dest: str | None, expected_na
     finally:
         if fd is not None:
             os.close(fd)
-    return CopiedFile(source=source, path=dest, size=copied, sha256=digest.hexdigest(), mode=member.mode,
+    return CopiedFile(source=source, path=dest, size=copied, sha256=digest.hexdigest(), mode=member.mode & 0o7777,
                       uid=member.uid, gid=member.gid, mtime=float(member.mtime))
 
 
