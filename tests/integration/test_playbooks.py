@@ -194,9 +194,8 @@ def test_rollback_playbook_restores_the_brain_of_a_migrated_engine(make_fleet, p
     assert versions(fleet) == {first.name: releases.tag("baseline"), second.name: minor}
     assert report.lost == [], report.summary()
     # An explicit version on an Engine whose schema did not move back: forced brain restore.
-    proc = play("engineops.fleet.rollback", inventory,
-                        {"engine_rollback_version": releases.tag("baseline"), "engine_rollback_restore_brain": True},
-                        "--limit", second.name)
+    forced = {"engine_rollback_version": releases.tag("baseline"), "engine_rollback_restore_brain": True}
+    proc = play("engineops.fleet.rollback", inventory, forced, "--limit", second.name)
     assert proc.returncode == 0, explain(proc)
     assert versions(fleet) == {e.name: releases.tag("baseline") for e in fleet.engines}
     fleet.wait_healthy(30)
