@@ -616,7 +616,7 @@ def check_baseline(data: Any, path: str) -> dict[str, Any]:
 class EvalThresholds:
     alpha: float = 0.05
     min_cases: int = 10
-    latency_ratio: float = 1.5
+    latency_ratio: float = 2.0
 
 
 def _repeats_to_confirm(alpha: float) -> int:
