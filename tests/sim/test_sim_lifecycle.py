@@ -15,7 +15,6 @@ import requests
 from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import EngineHTTPError
 from tests.engine_sim import releases
 from tests.testbed.fleet import wait_for_exit
-from tests.testbed.images import image_ref
 from tests.testbed.loadgen import LoadGenerator
 
 PROFILES = {p.repository: p for p in releases.PROFILES}
@@ -160,10 +159,3 @@ def test_loadgen_sees_no_loss_through_a_drain_and_loss_through_a_kill(make_fleet
     assert len(report.lost) == 2
     rows = _query(fleet.brain_path(killed), "SELECT count(*) FROM conversations WHERE status = 'running'")
     assert rows[0][0] == 2
-
-
-def test_image_pull_from_the_local_registry(docker_client):
-    ref = image_ref("patch")
-    docker_client.images.remove(ref)
-    image = docker_client.images.pull(ref)
-    assert ref in image.tags
