@@ -10,7 +10,7 @@ MODE ?= run
 COLLECTIONS := .ansible/collections
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(COLLECTIONS)
 
-.PHONY: help venv docker images demo demo-down collection-path eval test test-rollouts sanity lint bench clean
+.PHONY: help venv docker images demo demo-down collection-path eval test test-rollouts sanity lint bench bench-verdicts clean
 
 help:
 	@echo "make demo   - bring up the local demo fleet of reference Engines and run the demo"
@@ -61,6 +61,10 @@ lint: venv
 # Benchmarks: ratios against a baseline measured in the same run.
 bench: images
 	$(PY) benchmarks/snapshot_1gib.py
+
+# How often engine_eval and engine_metrics miss a planted regression or fail A/A (about 20 min).
+bench-verdicts: images
+	$(PY) benchmarks/verdict_reliability.py --runs 20
 
 clean:
 	rm -rf tests/output .ansible .pytest_cache build
