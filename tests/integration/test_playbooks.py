@@ -279,3 +279,110 @@ def test_step_playbooks_health_snapshot_evals(make_fleet, play, tmp_path):
     fleet.container(engine).stop(timeout=30)
     proc = play("engineops.fleet.health", inventory)
     assert proc.returncode != 0 and "NOT READY" in proc.stdout, explain(proc)
+
+
+def ledger_records(tmp_path: Path, rollout: str) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (tmp_path / "ledger" / rollout).glob("*.json")}
+
+
+def test_check_mode_prints_the_plan_and_changes_nothing(make_fleet, play, tmp_path):
+    fleet = make_fleet(3)
+    inventory = write_inventory(fleet, tmp_path)
+    before = container_ids(fleet)
+    patch = releases.tag("patch")
+    proc = play("engineops.fleet.upgrade", inventory, {"engine_target_version": patch}, "--check")
+    assert proc.returncode == 0, explain(proc)
+    out = proc.stdout
+    assert f"batched rollout of 3 Engine(s) to {patch}" in out, explain(proc)
+    # serial ["10%", "50%", "100%"] of 3 hosts: 1, 1, then the last.
+    assert "batch 1/3" in out and "batch 3/3" in out, explain(proc)
+    for engine in fleet.engines:
+        assert f"{engine.name}: {releases.tag('baseline')} -> {patch} (patch)" in out, explain(proc)
+    assert "rollback: image (a patch keeps the schema)" in out and "free in" in out, explain(proc)
+    assert "PLAY [Upgrade the Engines in batches]" in out and "skipping: no hosts matched" in out
+    assert container_ids(fleet) == before
+    assert not list((tmp_path / "snapshots").glob("*/*.db")), "check mode took a snapshot"
+    assert not list((tmp_path / "ledger").glob("*/*.json")), "check mode wrote the ledger"
+    assert not (tmp_path / "baselines").exists() or not list((tmp_path / "baselines").glob("*/*.json"))
+
+
+@pytest.mark.timeout(1800)
+def test_killed_rollout_resumes_where_it_stopped(make_fleet, play, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.integration.conftest import BIN, ansible_env
+
+    fleet = make_fleet(3)
+    inventory = write_inventory(fleet, tmp_path)
+    patch = releases.tag("patch")
+    extra = {"engine_target_version": patch, "engine_rollout": "sequential"}
+    first, second, third = fleet.engines
+    env = ansible_env(tmp_path)
+    del env["ANSIBLE_CALLBACKS_ENABLED"]
+    cmd = [str(BIN / "ansible-playbook"), "engineops.fleet.upgrade", "-i", str(inventory), "-e", json.dumps(extra)]
+    with open(tmp_path / "killed-run.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 900
+        statuses: dict[str, str] = {}
+        try:
+            # Kill the controller once the first Engine is verified and the second is swapped, before its verification.
+            while time.monotonic() < deadline and proc.poll() is None:
+                statuses = {k: r["status"] for k, r in ledger_records(tmp_path, f"upgrade-{patch}").items()}
+                if statuses.get(first.name) == "verified" and statuses.get(second.name) == "healthy":
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.1)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert statuses.get(second.name) == "healthy", (statuses, (tmp_path / "killed-run.log").read_text()[-5000:])
+    killed = container_ids(fleet)
+    assert versions(fleet) == {first.name: patch, second.name: patch, third.name: releases.tag("baseline")}
+
+    # The same command again: the verified Engine is left alone, the caught one finished, the last one upgraded.
+    proc, report = with_traffic(fleet, lambda: play("engineops.fleet.upgrade", inventory, extra))
+    assert proc.returncode == 0, explain(proc)
+    assert report.lost == [], report.summary()
+    assert set(versions(fleet).values()) == {patch}
+    after = container_ids(fleet)
+    assert after[first.name] == killed[first.name] and after[second.name] == killed[second.name]
+    records = ledger_records(tmp_path, f"upgrade-{patch}")
+    assert {k: r["status"] for k, r in records.items()} == {e.name: "verified" for e in fleet.engines}
+    resumed = {k: [s["evidence"]["action"] for s in r["steps"] if s["step"] == "resume"] for k, r in records.items()}
+    assert resumed == {first.name: ["skip"], second.name: ["finish_upgrade"], third.name: ["start"]}, resumed
+
+
+@pytest.mark.timeout(1800)
+def test_quarantine_policy_goes_on_up_to_the_cap(make_fleet, play, tmp_path):
+    fleet = make_fleet(3)
+    inventory = write_inventory(fleet, tmp_path)
+    before = container_ids(fleet)
+    bad = releases.tag("bad-errors")
+    proc = play("engineops.fleet.upgrade", inventory, {
+        "engine_target_version": bad, "engine_rollout": "sequential",
+        "engine_failure_policy": "quarantine", "engine_quarantine_cap": 1})
+    assert proc.returncode != 0, explain(proc)
+    first, second, third = fleet.engines
+    records = ledger_records(tmp_path, f"upgrade-{bad}")
+    statuses = {k: r["status"] for k, r in records.items()}
+    # The first failure is quarantined and the rollout goes on; the second is one more than the cap: stop.
+    assert statuses[first.name] == "quarantined", statuses
+    assert statuses[second.name] == "rolled_back", statuses
+    assert statuses[third.name] == "snapshotted", statuses
+    assert "more than engine_quarantine_cap=1" in proc.stdout, explain(proc)
+    after = container_ids(fleet)
+    assert after[third.name] == before[third.name]
+    assert versions(fleet) == {e.name: releases.tag("baseline") for e in fleet.engines}
+    fleet.wait_healthy(30)
+
+
+def test_bad_rollout_options_are_refused_by_name(make_fleet, play, tmp_path):
+    fleet = make_fleet(1)
+    inventory = write_inventory(fleet, tmp_path)
+    proc = play("engineops.fleet.upgrade", inventory,
+                {"engine_target_version": releases.tag("patch"), "engine_failure_policy": "carry-on"})
+    assert proc.returncode != 0 and "engine_failure_policy=carry-on (stop or quarantine)" in proc.stdout, explain(proc)
