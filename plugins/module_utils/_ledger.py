@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ansible.module_utils.common.parameters import env_fallback
+
 from ansible_collections.engineops.fleet.plugins.module_utils._snapshot import (
     format_utc,
     parse_utc,
@@ -572,3 +574,106 @@ def resume_action(
     return decide("rollback", f"caught at {status} (step {last!r}) on {now_text} and the schema cannot be "
                               "compared: roll back (an older image never starts on a brain a newer release "
                               "may have migrated)")
+
+
+# -- the task ------------------------------------------------------------------
+# The engine_ledger module and the action plugin of the same name (which runs
+# the task on the controller, in-process) share this argument spec and run_task().
+
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "state": {"type": "str", "choices": ["recorded", "read"], "default": "recorded"},
+    "rollout_id": {"type": "str", "fallback": (env_fallback, ["ENGINEOPS_ROLLOUT_ID"])},
+    "operation": {"type": "str", "default": DEFAULT_OPERATION},
+    "target_version": {"type": "str"},
+    "engine": {"type": "str"},
+    "ledger_dir": {"type": "path", "default": DEFAULT_LEDGER_DIR, "fallback": (env_fallback, ["ENGINEOPS_LEDGER_DIR"])},
+    "step": {"type": "str"},
+    "outcome": {"type": "str", "choices": list(OUTCOMES), "default": "ok"},
+    "status": {"type": "str", "choices": list(STATUSES)},
+    "note": {"type": "str"},
+    "started": {"type": "str"},
+    "inputs": {"type": "dict", "default": {}},
+    "evidence": {"type": "dict"},
+    "facts": {"type": "dict", "default": {}},
+    "current_version": {"type": "str"},
+    "current_fingerprint": {"type": "str"},
+    "engine_running": {"type": "bool"},
+    "retry_rolled_back": {"type": "bool", "default": False},
+}
+REQUIRED_IF = [("state", "recorded", ["engine", "step"])]
+
+
+def _summary(record: dict[str, Any] | None) -> dict[str, Any]:
+    if record is None:
+        return {"status": None, "steps": 0}
+    return {"status": record["status"], "steps": len(record["steps"])}
+
+
+def run_task(params: dict[str, Any], check_mode: bool, diff: bool) -> dict[str, Any]:
+    """Record or read as ``params`` (validated against :data:`ARGUMENT_SPEC`) say; the task's result.
+
+    A failure is a result with ``failed=True`` and ``msg``. Ansible echoes a
+    task's arguments back; the ``invocation`` returned here is redacted so that
+    secrets in inputs, facts or evidence do not come back with them.
+    """
+    ledger_dir = os.path.abspath(os.path.expanduser(params["ledger_dir"]))
+    base: dict[str, Any] = {"ledger_dir": ledger_dir, "invocation": {"module_args": redact(params)}}
+
+    def failed(msg: str, **partial: Any) -> dict[str, Any]:
+        return {**base, "changed": False, "failed": True, "msg": msg, **partial}
+
+    try:
+        if params["rollout_id"]:
+            rollout_id = validate_name("Rollout id", params["rollout_id"])
+        elif params["target_version"]:
+            rollout_id = default_rollout_id(params["target_version"], params["operation"])
+        else:
+            return failed("Cannot tell the rollout: set rollout_id (or ENGINEOPS_ROLLOUT_ID) or target_version")
+    except LedgerError as exc:
+        return failed(str(exc))
+    base["rollout_id"] = rollout_id
+    engine = params["engine"]
+
+    if params["state"] == "recorded":
+        try:
+            result = record_step(
+                ledger_dir, rollout_id, engine, params["step"], dry_run=check_mode,
+                target_version=params["target_version"], outcome=params["outcome"], status=params["status"],
+                inputs=params["inputs"], evidence=params["evidence"], note=params["note"],
+                started=params["started"], facts=params["facts"],
+            )
+        except (LedgerError, OSError) as exc:
+            return failed(f"Cannot record step {params['step']!r} of engine {engine} in rollout {rollout_id}: {exc}")
+        out = {**base, "changed": True, "path": result.path, "exists": result.before is not None,
+               "record": result.record, "recorded": result.step}
+        if check_mode:
+            out["msg"] = (f"Would record step {result.step['step']!r} ({result.step['outcome']}, status "
+                          f"{result.step['status']}) for engine {engine} in {result.path}")
+        if diff:
+            out["diff"] = {"before": _summary(result.before), "after": _summary(result.record),
+                           "before_header": result.path, "after_header": result.path}
+        return out
+
+    if not engine:
+        try:
+            records, skipped = list_records(ledger_dir, rollout_id)
+        except (LedgerError, OSError) as exc:
+            return failed(f"Cannot list the ledger of rollout {rollout_id}: {exc}")
+        return {**base, "changed": False, "records": records,
+                "skipped": [{"file": f, "reason": r} for f, r in skipped]}
+
+    try:
+        path = record_path(ledger_dir, rollout_id, engine)
+        record = read_record(path)
+    except LedgerError as exc:
+        return failed(f"Cannot read the ledger of engine {engine} in rollout {rollout_id}: {exc}")
+    out = {**base, "changed": False, "path": path, "exists": record is not None, "record": record}
+    target = params["target_version"] or ((record or {}).get("facts") or {}).get("target_version")
+    if target:
+        try:
+            decision = resume_action(record, params["current_version"], target, params["current_fingerprint"],
+                                     params["engine_running"], params["retry_rolled_back"])
+        except VersionError as exc:
+            return failed(f"Cannot decide how to resume engine {engine}: {exc}", **out)
+        out["resume"] = decision.to_dict()
+    return out

@@ -18,7 +18,8 @@ description:
     do with the Engine (RV(resume)), one of V(skip), V(start), V(finish_upgrade) or V(rollback).
   - The value of any key named like a key, token, secret or password (in O(inputs), O(facts) and O(evidence)) is
     replaced by C(********) before anything is stored or returned.
-  - Run it on the controller, with C(delegate_to=localhost).
+  - Always runs on the controller, in the controller's process (the collection's action plugin of the same name),
+    whatever host the task is for; no C(delegate_to) is needed.
 options:
   state:
     description:
@@ -126,6 +127,11 @@ options:
     type: bool
     default: false
 attributes:
+  action:
+    support: full
+    description: Runs on the controller, in-process, through the action plugin of the same name.
+  async:
+    support: none
   check_mode:
     support: full
     description: With O(state=recorded), writes nothing and returns the step and the record it would write.
@@ -155,7 +161,6 @@ EXAMPLES = r"""
     status: drained
     started: "{{ __upgrade_drain_started }}"
     evidence: "{{ __upgrade_drain }}"
-  delegate_to: localhost
   changed_when: false
 
 - name: Decide what a re-run does with this Engine
@@ -167,7 +172,6 @@ EXAMPLES = r"""
     current_version: "{{ __engine_info.engine.version | default('', true) }}"
     current_fingerprint: "{{ __engine_info.brain.fingerprint | default(omit) }}"
     engine_running: "{{ __engine_info.engine.running }}"
-  delegate_to: localhost
   register: __ledger
 
 - name: Leave the Engines already on the target and verified
@@ -277,164 +281,19 @@ skipped:
   elements: dict
 """
 
-import os
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
-
-from ansible_collections.engineops.fleet.plugins.module_utils._ledger import (
-    DEFAULT_LEDGER_DIR,
-    DEFAULT_OPERATION,
-    OUTCOMES,
-    STATUSES,
-    LedgerError,
-    default_rollout_id,
-    list_records,
-    read_record,
-    record_path,
-    record_step,
-    redact,
-    resume_action,
-    validate_name,
-)
-from ansible_collections.engineops.fleet.plugins.module_utils._version import VersionError
-
-
-def _summary(record):
-    if record is None:
-        return {"status": None, "steps": 0}
-    return {"status": record["status"], "steps": len(record["steps"])}
-
-
-class LedgerManager:
-    """Records or reads one Engine's ledger record."""
-
-    def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        self.params = module.params
-        self.ledger_dir = os.path.abspath(self.params["ledger_dir"])
-        self.rollout_id = self._rollout_id()
-
-    def _invocation(self) -> dict:
-        # Ansible echoes the module's arguments back; secrets in inputs, facts or evidence must not come with them.
-        return {"module_args": redact(self.params)}
-
-    def exit(self, **result) -> None:
-        self.module.exit_json(invocation=self._invocation(), **result)
-
-    def fail(self, msg: str, **partial) -> None:
-        result = {"rollout_id": getattr(self, "rollout_id", None), "ledger_dir": self.ledger_dir,
-                  "invocation": self._invocation()}
-        result.update(partial)
-        self.module.fail_json(msg=msg, **result)
-
-    def _rollout_id(self) -> str:
-        given = self.params["rollout_id"]
-        try:
-            if given:
-                return validate_name("Rollout id", given)
-            if not self.params["target_version"]:
-                self.fail("Cannot tell the rollout: set rollout_id (or ENGINEOPS_ROLLOUT_ID) or target_version")
-            return default_rollout_id(self.params["target_version"], self.params["operation"])
-        except LedgerError as exc:
-            self.fail(str(exc))
-            raise  # unreachable: fail_json exits
-
-    def run(self) -> None:
-        if self.params["state"] == "recorded":
-            self.record()
-        elif self.params["engine"]:
-            self.read_one()
-        else:
-            self.read_all()
-
-    def record(self) -> None:
-        p = self.params
-        engine = p["engine"]
-        try:
-            result = record_step(
-                self.ledger_dir, self.rollout_id, engine, p["step"], dry_run=self.module.check_mode,
-                target_version=p["target_version"], outcome=p["outcome"], status=p["status"],
-                inputs=p["inputs"], evidence=p["evidence"], note=p["note"], started=p["started"],
-                facts=p["facts"],
-            )
-        except (LedgerError, OSError) as exc:
-            self.fail(f"Cannot record step {p['step']!r} of engine {engine} in rollout {self.rollout_id}: {exc}")
-            return
-        out = {
-            "changed": True,
-            "rollout_id": self.rollout_id,
-            "ledger_dir": self.ledger_dir,
-            "path": result.path,
-            "exists": result.before is not None,
-            "record": result.record,
-            "recorded": result.step,
-        }
-        if self.module.check_mode:
-            out["msg"] = (f"Would record step {result.step['step']!r} ({result.step['outcome']}, status "
-                          f"{result.step['status']}) for engine {engine} in {result.path}")
-        if self.module._diff:
-            out["diff"] = {"before": _summary(result.before), "after": _summary(result.record),
-                           "before_header": result.path, "after_header": result.path}
-        self.exit(**out)
-
-    def read_one(self) -> None:
-        p = self.params
-        engine = p["engine"]
-        try:
-            path = record_path(self.ledger_dir, self.rollout_id, engine)
-            record = read_record(path)
-        except LedgerError as exc:
-            self.fail(f"Cannot read the ledger of engine {engine} in rollout {self.rollout_id}: {exc}")
-            return
-        out = {"changed": False, "rollout_id": self.rollout_id, "ledger_dir": self.ledger_dir, "path": path,
-               "exists": record is not None, "record": record}
-        target = p["target_version"] or ((record or {}).get("facts") or {}).get("target_version")
-        if target:
-            try:
-                decision = resume_action(record, p["current_version"], target, p["current_fingerprint"],
-                                         p["engine_running"], p["retry_rolled_back"])
-            except VersionError as exc:
-                self.fail(f"Cannot decide how to resume engine {engine}: {exc}", **out)
-                return
-            out["resume"] = decision.to_dict()
-        self.exit(**out)
-
-    def read_all(self) -> None:
-        try:
-            records, skipped = list_records(self.ledger_dir, self.rollout_id)
-        except (LedgerError, OSError) as exc:
-            self.fail(f"Cannot list the ledger of rollout {self.rollout_id}: {exc}")
-            return
-        self.exit(changed=False, rollout_id=self.rollout_id, ledger_dir=self.ledger_dir, records=records,
-                  skipped=[{"file": f, "reason": r} for f, r in skipped])
+from ansible_collections.engineops.fleet.plugins.module_utils._ledger import ARGUMENT_SPEC, REQUIRED_IF, run_task
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "state": {"type": "str", "choices": ["recorded", "read"], "default": "recorded"},
-            "rollout_id": {"type": "str", "fallback": (env_fallback, ["ENGINEOPS_ROLLOUT_ID"])},
-            "operation": {"type": "str", "default": DEFAULT_OPERATION},
-            "target_version": {"type": "str"},
-            "engine": {"type": "str"},
-            "ledger_dir": {"type": "path", "default": DEFAULT_LEDGER_DIR, "fallback": (env_fallback, ["ENGINEOPS_LEDGER_DIR"])},
-            "step": {"type": "str"},
-            "outcome": {"type": "str", "choices": list(OUTCOMES), "default": "ok"},
-            "status": {"type": "str", "choices": list(STATUSES)},
-            "note": {"type": "str"},
-            "started": {"type": "str"},
-            "inputs": {"type": "dict", "default": {}},
-            "evidence": {"type": "dict"},
-            "facts": {"type": "dict", "default": {}},
-            "current_version": {"type": "str"},
-            "current_fingerprint": {"type": "str"},
-            "engine_running": {"type": "bool"},
-            "retry_rolled_back": {"type": "bool", "default": False},
-        },
-        required_if=[("state", "recorded", ["engine", "step"])],
-        supports_check_mode=True,
-    )
-    LedgerManager(module).run()
+    # The collection's action plugin of the same name runs this task on the controller, in-process, with the
+    # same argument spec and run_task(); this entry point is the module's own, for ansible-doc and sanity.
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True)
+    result = run_task(module.params, module.check_mode, module._diff)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
