@@ -124,6 +124,14 @@ def env_value(value: Any, key: str) -> str:
     return str(value)
 
 
+def check_env(env: Mapping[str, Any] | None) -> None:
+    """Raise :class:`ContainerError` naming the first ``env`` option entry that cannot be a variable."""
+    for key, value in (env or {}).items():
+        if not key or "=" in key:
+            raise ContainerError(f"env name {key!r} is not a valid variable name (no '=', not empty)")
+        env_value(value, key)
+
+
 def env_changes(container_attrs: Mapping[str, Any], env: Mapping[str, Any] | None) -> list[str]:
     """Names of ``env`` entries the container does not have with that value (sorted)."""
     if not env:
@@ -376,6 +384,22 @@ def local_image(client: Any, image: str) -> dict[str, Any] | None:
         if _image_not_found(exc):
             return None
         raise ContainerError(f"Cannot inspect image {image}: {_explain(exc)}") from None
+
+
+def own_image(client: Any, container_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inspect of the image a container was created from; :class:`ContainerError` when it is gone.
+
+    :func:`derive_spec` needs it to tell the container's own settings from the image's defaults.
+    """
+    config = container_attrs.get("Config") or {}
+    image_id = str(container_attrs.get("Image") or "")
+    attrs = local_image(client, image_id)
+    if attrs is None:
+        raise ContainerError(
+            f"its current image {config.get('Image')} ({image_id}) is gone from the Docker host, so the container's "
+            f"own settings cannot be told from the image's defaults; pull {config.get('Image')} again and rerun"
+        )
+    return attrs
 
 
 def ensure_image(client: Any, image: str, policy: str, *, check_mode: bool = False, owner: str = "the Engine") -> ImageCheck:

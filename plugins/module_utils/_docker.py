@@ -115,6 +115,24 @@ def _env_pairs(env: list[str] | None) -> dict[str, str]:
     return pairs
 
 
+def brain_path_of(attrs: dict[str, Any]) -> str:
+    """The brain's path inside the container: ``SQLITE_DB_PATH`` of its env, else the default."""
+    env = _env_pairs((attrs.get("Config") or {}).get("Env"))
+    return env.get(BRAIN_PATH_ENV) or DEFAULT_BRAIN_PATH
+
+
+def brain_mount(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry of ``docker inspect``'s ``Mounts`` that holds the brain (the innermost), if it is on a mount."""
+    brain_path = brain_path_of(attrs)
+    found = None
+    for mount in attrs.get("Mounts") or []:
+        destination = mount.get("Destination") or ""
+        if brain_path == destination or brain_path.startswith(destination.rstrip("/") + "/"):
+            if found is None or len(destination) >= len(found.get("Destination") or ""):
+                found = mount  # the innermost mount holds the brain
+    return found
+
+
 def facts_from_inspect(attrs: dict[str, Any]) -> EngineFacts:
     """:class:`EngineFacts` from ``docker inspect`` output of a container."""
     config = attrs.get("Config") or {}
@@ -126,14 +144,11 @@ def facts_from_inspect(attrs: dict[str, Any]) -> EngineFacts:
         version_error = None
     except VersionError as exc:
         version, version_error = None, str(exc)
+    brain_path = brain_path_of(attrs)
+    mount = brain_mount(attrs) or {}
+    volume = mount.get("Name") or mount.get("Source")
+    mountpoint = mount.get("Source")
     env = _env_pairs(config.get("Env"))
-    brain_path = env.get(BRAIN_PATH_ENV) or DEFAULT_BRAIN_PATH
-    volume = mountpoint = None
-    for mount in attrs.get("Mounts") or []:
-        destination = mount.get("Destination") or ""
-        if brain_path == destination or brain_path.startswith(destination.rstrip("/") + "/"):
-            volume = mount.get("Name") or mount.get("Source")
-            mountpoint = mount.get("Source")
     status = state.get("Status") or "unknown"
     return EngineFacts(
         name=(attrs.get("Name") or "").lstrip("/"),

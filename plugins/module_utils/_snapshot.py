@@ -37,6 +37,7 @@ REASON_PRE_UPGRADE = "pre-upgrade"
 REASON_MANUAL = "manual"
 REASON_QUARANTINE = "quarantine"
 DEFAULT_PRE_UPGRADE_MIN_AGE = timedelta(days=7)
+DEFAULT_SNAPSHOT_DIR = "/var/lib/engineops/snapshots"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -242,14 +242,14 @@ from ansible_collections.engineops.fleet.plugins.module_utils._container import 
     PULL_POLICIES,
     ContainerError,
     Swapper,
+    check_env,
     derive_spec,
     env_changes,
     env_to_dict,
-    env_value,
     ensure_image,
     is_aside_name,
-    local_image,
     observe,
+    own_image,
     same_image_name,
 )
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import (
@@ -307,13 +307,10 @@ class EngineContainer:
             )
         if self.params["settle_time"] < 0:
             self.em.fail(f"Cannot move {self.name}: settle_time {self.params['settle_time']} is negative; give 0 or more")
-        for key, value in self.env.items():
-            if not key or "=" in key:
-                self.em.fail(f"Cannot move {self.name}: env name {key!r} is not a valid variable name (no '=', not empty)")
-            try:
-                env_value(value, key)
-            except ContainerError as exc:
-                self.em.fail(f"Cannot move {self.name}: {exc}")
+        try:
+            check_env(self.env)
+        except ContainerError as exc:
+            self.em.fail(f"Cannot move {self.name}: {exc}")
 
     def find(self):
         """The Engine's container, or the one an interrupted swap left aside (then ``resumed``)."""
@@ -488,13 +485,11 @@ class EngineContainer:
 
     def _recreate(self, container, attrs, old_facts, running, target, start_after) -> str:
         client = self.em.docker.client
-        old_image_attrs = local_image(client, attrs.get("Image") or "")
-        if old_image_attrs is None:
-            self.em.fail(
-                f"Cannot move {self.name} to {target}: its current image {old_facts.image} ({attrs.get('Image')}) "
-                "is gone from the Docker host, so the container's own settings cannot be told from the image's "
-                f"defaults; pull {old_facts.image} again and rerun. Nothing was changed"
-            )
+        try:
+            old_image_attrs = own_image(client, attrs)
+        except ContainerError as exc:
+            self.em.fail(f"Cannot move {self.name} to {target}: {exc}. Nothing was changed")
+            raise  # unreachable
         if running and (attrs.get("HostConfig") or {}).get("AutoRemove"):
             self.em.fail(
                 f"Cannot move {self.name} to {target}: it was created with --rm, so stopping it deletes it and a "

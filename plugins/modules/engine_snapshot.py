@@ -411,6 +411,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._common import Eng
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import EngineDockerError
 from ansible_collections.engineops.fleet.plugins.module_utils._snapshot import (
     DEFAULT_PRE_UPGRADE_MIN_AGE,
+    DEFAULT_SNAPSHOT_DIR,
     REASON_PRE_UPGRADE,
     REASON_QUARANTINE,
     Manifest,
@@ -427,8 +428,6 @@ from ansible_collections.engineops.fleet.plugins.module_utils._snapshot import (
     write_json_atomic,
     write_manifest,
 )
-
-DEFAULT_SNAPSHOT_DIR = "/var/lib/engineops/snapshots"
 
 ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},

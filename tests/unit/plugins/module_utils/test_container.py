@@ -13,6 +13,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._container import 
     ImageUnavailableError,
     Swapper,
     aside_name,
+    check_env,
     derive_spec,
     ensure_image,
     env_changes,
@@ -563,3 +564,16 @@ def test_check_mode_asks_the_registry_and_pulls_nothing():
 def test_unknown_pull_policy():
     with pytest.raises(ContainerError, match="pull 'sometimes'"):
         ensure_image(FakePullClient(), NEW, "sometimes")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"": "x"}, "env name '' is not a valid variable name"),
+    ({"A=B": "x"}, "env name 'A=B' is not a valid variable name"),
+    ({"FLAG": True}, "ambiguous"),
+    ({"EMPTY": None}, "no value"),
+])
+def test_check_env_names_the_bad_entry(env, message):
+    with pytest.raises(ContainerError, match=message):
+        check_env(env)
+    check_env({"LLM_EMBEDDING_MODEL": "small", "RETRIES": 3})
+    check_env(None)
