@@ -10,7 +10,7 @@ MODE ?= run
 COLLECTIONS := .ansible/collections
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(COLLECTIONS)
 
-.PHONY: help venv docker images demo demo-down collection-path eval test test-rollouts sanity lint bench bench-verdicts clean
+.PHONY: help venv docker images demo demo-down collection-path eval test sanity lint bench bench-verdicts clean
 
 help:
 	@echo "make demo   - bring up the local demo fleet of reference Engines and run the demo"
@@ -28,7 +28,7 @@ docker:
 images: venv docker
 	@$(PY) -m tests.testbed.images
 
-demo: images
+demo: images collection-path
 	@$(PY) -m tests.testbed.demo
 
 collection-path:
@@ -47,9 +47,6 @@ demo-down: venv docker
 test: images sanity lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# Whole rollouts over real fleets: slow, outside `make test` for now.
-test-rollouts: images
-	$(PY) -m pytest tests/integration/test_playbooks.py -m rollout $(PYTEST_ARGS)
 
 sanity:
 	@scripts/sanity.sh all

@@ -132,6 +132,7 @@ attributes:
     description: Runs on the controller, in-process, through the action plugin of the same name.
   async:
     support: none
+    description: The ledger is written in the controller's process, never in the background.
   check_mode:
     support: full
     description: With O(state=recorded), writes nothing and returns the step and the record it would write.
