@@ -78,7 +78,7 @@ def main() -> int:
     run_id = time.strftime("%Y%m%dT%H%M%S")
     patch, bad = releases.tag("patch"), releases.tag("bad-answers")
     common = {"engine_rollout": "canary", "engine_canary_observe_seconds": 30}
-    load = LoadGenerator(fleet.engines, seconds=3600, pause=0.05).start()
+    load = LoadGenerator(fleet.engines, seconds=3600, pause=0.05, max_turns=1_000_000).start()
     try:
         print(f"\n== 1. canary rollout to the safe patch {patch}, traffic flowing", flush=True)
         good_rc, good_reports = rollout("patch", {**common, "engine_target_version": patch}, run_id)
