@@ -47,8 +47,11 @@ options:
       - V(present) makes sure the container is on O(image) without starting it; a container recreated for that is
         left created, not running (the Engine is drained first).
       - V(stopped) drains the Engine if it runs; with O(image), the container is also moved to it, not started.
+      - V(pulled) only makes sure the Engine's Docker host has O(image) (as O(pull) says) and leaves the container
+        alone: the pre-flight of a rollout pulls the target image on every host before any Engine is touched.
+        Requires O(image).
     type: str
-    choices: [started, stopped, present]
+    choices: [started, stopped, present, pulled]
     default: started
   pull:
     description:
@@ -112,6 +115,12 @@ EXAMPLES = r"""
     name: engine-042
     image: "{{ swap.previous_image }}"
     pull: never
+
+- name: Pull the target image on the Engine's Docker host, leaving the Engine as it is
+  engineops.fleet.engine_container:
+    name: engine-042
+    image: registry.example.com/september-engine:2.3.1
+    state: pulled
 
 - name: Move to a major release that needs a new variable
   engineops.fleet.engine_container:
@@ -184,12 +193,12 @@ image:
   sample: registry.example.com/september-engine:2.3.1
 previous_image:
   description: The image the container ran before this run replaced it, else the image recorded by an earlier swap.
-  returned: success
+  returned: when O(state) is not V(pulled)
   type: str
   sample: registry.example.com/september-engine:2.3.0
 recreated:
   description: Whether the container was (or would be) recreated, on another image or with another O(env).
-  returned: success
+  returned: when O(state) is not V(pulled)
   type: bool
 pulled:
   description: Whether the image was pulled (in check mode, would be).
@@ -197,11 +206,11 @@ pulled:
   type: bool
 image_changed:
   description: Whether the container's image changed (or would change).
-  returned: success
+  returned: when O(state) is not V(pulled)
   type: bool
 env_changed:
   description: Names of O(env) entries whose value the container did not have.
-  returned: success
+  returned: when O(state) is not V(pulled)
   type: list
   elements: str
 actions:
@@ -270,7 +279,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._version import Ve
 ARGUMENT_SPEC = {
     "name": {"type": "str", "required": True},
     "image": {"type": "str"},
-    "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "present"]},
+    "state": {"type": "str", "default": "started", "choices": ["started", "stopped", "present", "pulled"]},
     "pull": {"type": "str", "default": "missing", "choices": list(PULL_POLICIES)},
     "grace_period": {"type": "int", "default": DEFAULT_GRACE_PERIOD},
     "env": {"type": "dict", "no_log": True},
@@ -398,6 +407,9 @@ class EngineContainer:
             target_id = check.id
             if pulled:
                 self.actions.append(f"pull {target}")
+        if self.state == "pulled":
+            self.result.update(changed=pulled, pulled=pulled, actions=self.actions, container=old_facts.to_dict())
+            self.em.exit(**self.result)
         image_changed = not same_image_name(target, old_image) or (target_id is not None and target_id != attrs.get("Image"))
         try:
             env_changed = env_changes(attrs, self.env)
@@ -539,7 +551,7 @@ class EngineContainer:
 
 
 def main() -> None:
-    em = EngineModule(ARGUMENT_SPEC, needs_http=False)
+    em = EngineModule(ARGUMENT_SPEC, needs_http=False, required_if=[("state", "pulled", ["image"])])
     EngineContainer(em).run()
 
 

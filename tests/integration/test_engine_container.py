@@ -169,6 +169,20 @@ def test_pull_policies_and_an_image_that_cannot_be_had(make_fleet, run_module, d
     assert not docker_client.images.list(name=PULL_REPOSITORY)
     assert untouched()
 
+    # state=pulled: the image comes to the host, the Engine is left as it is; idempotent; needs an image.
+    only_pull = {"name": engine.name, "image": pulltest_image, "state": "pulled"}
+    check = run_module("engine_container", only_pull, check=True)
+    assert check["changed"] is True and check["pulled"] is True and not docker_client.images.list(name=PULL_REPOSITORY)
+    pre = run_module("engine_container", only_pull)
+    assert not pre.get("failed"), pre.get("msg")
+    assert pre["changed"] is True and pre["actions"] == [f"pull {pulltest_image}"]
+    assert docker_client.images.get(pulltest_image).id == docker_client.images.get(PATCH).id
+    assert untouched() and fleet.container(engine).attrs["Config"]["Image"] != pulltest_image
+    assert run_module("engine_container", only_pull)["changed"] is False
+    no_image = run_module("engine_container", {"name": engine.name, "state": "pulled"})
+    assert no_image.get("failed") and "image" in no_image["msg"]
+    docker_client.images.remove(pulltest_image)
+
     pulled = run_module("engine_container", {"name": engine.name, "image": pulltest_image, "pull": "missing"})
     assert not pulled.get("failed"), pulled.get("msg")
     assert pulled["changed"] is True and pulled["pulled"] is True

@@ -153,7 +153,7 @@ def test_missing_image_stops_before_any_engine_is_touched(make_fleet, play, tmp_
     before = container_ids(fleet)
     proc = play("engineops.fleet.upgrade", inventory, {"engine_target_version": "2.9.9"})
     assert proc.returncode != 0, explain(proc)
-    assert "2.9.9" in proc.stdout and "make sure the target image can be had" in proc.stdout.lower(), explain(proc)
+    assert "2.9.9" in proc.stdout and "pull the target image, before any engine is touched" in proc.stdout.lower(), explain(proc)
     assert container_ids(fleet) == before
     assert not list((tmp_path / "snapshots").glob("*/*.db")), "a snapshot was taken before the image was checked"
 
