@@ -36,6 +36,8 @@ STAMP_FORMAT=1
 GET_PIP_MARKER='engineops.fleet offline get-pip stand-in'
 
 log() { echo "sanity: $*" >&2; }
+# The ansible-core version of a venv (not `ansible --version | head -1`: that breaks its pipe).
+core_version() { "$1/bin/python" -c "import ansible.release; print(ansible.release.__version__)"; }
 die() { log "ERROR: $*"; exit 2; }
 # The machine's pip configuration names local indexes that may not exist.
 quiet_pip_noise() { grep -v "^WARNING: Location 'file://" || true; }
@@ -121,7 +123,7 @@ ensure_venv() {
     die "pip install -r $req failed"
   fi
   echo "$want" > "$venv/.sanity-stamp"
-  log "$("$venv/bin/ansible" --version | head -1) in $venv"
+  log "ansible [core $(core_version "$venv")] in $venv"
 }
 
 # ansible-test bootstraps pip in each venv it makes with a get-pip script it
@@ -212,7 +214,7 @@ run_line() {
   local run_path
   run_path="$venv/bin:$bin:$(clean_path)"
 
-  echo "=== ansible-test sanity: $("$venv/bin/ansible" --version | head -1 | sed 's/^ansible //'), controller Python $ctrl"
+  echo "=== ansible-test sanity: [core $(core_version "$venv")], controller Python $ctrl"
   (cd "$tree" && PATH="$run_path" ansible-test sanity --local --python "$ctrl" ${extra_args[@]+"${extra_args[@]}"}) 2>&1 \
     | quiet_pip_noise || rc=$?
 

@@ -2,7 +2,7 @@
 
 ``run_module("engine_info", {"name": ...}, check=True)`` runs
 ``ansible localhost -m engineops.fleet.engine_info`` and returns the
-module's result as Ansible recorded it (tree callback).
+module's result as Ansible displays it (``callback_plugins/result_file.py``).
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ def ansible_env(tmp: Path, **extra: str) -> dict[str, str]:
         ANSIBLE_RETRY_FILES_ENABLED="0",
         ANSIBLE_PYTHON_INTERPRETER=sys.executable,
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
-        ANSIBLE_CALLBACK_TREE_DIR=str(tmp / "tree"),
+        ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).parent / "callback_plugins"),
+        ANSIBLE_CALLBACKS_ENABLED="result_file",
+        RESULT_FILE=str(tmp / "result.json"),
     )
     env.update(extra)
     return env
@@ -42,9 +43,9 @@ def run_module(tmp_path):
     """``run_module(name, args, check=False, diff=False)`` -> the module's result dict."""
 
     def run(name: str, args: dict, check: bool = False, diff: bool = False, **env: str) -> dict:
-        tree = tmp_path / "tree" / "localhost"
-        if tree.exists():
-            tree.unlink()
+        result_file = tmp_path / "result.json"
+        if result_file.exists():
+            result_file.unlink()
         cmd = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
                "-m", f"engineops.fleet.{name}", "-a", json.dumps(args)]
         if check:
@@ -52,10 +53,10 @@ def run_module(tmp_path):
         if diff:
             cmd.append("--diff")
         proc = subprocess.run(cmd, env=ansible_env(tmp_path, **env), capture_output=True, text=True, timeout=600, check=False)
-        if not tree.exists():
+        if not result_file.exists():
             raise AssertionError(f"{name} left no result\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
-        result = json.loads(tree.read_text())
-        # The tree callback does not always record the failure itself.
+        result = json.loads(result_file.read_text())
+        # A result does not always carry the failure itself.
         result["failed"] = bool(result.get("failed")) or proc.returncode != 0
         result["_stdout"] = proc.stdout
         return result
@@ -78,7 +79,7 @@ def run_playbook(tmp_path):
         cmd += list(args)
         full_env = ansible_env(tmp_path, **env)
         if "ANSIBLE_CALLBACKS_ENABLED" not in env:
-            del full_env["ANSIBLE_CALLBACKS_ENABLED"]  # the tree callback is for ad hoc module runs
+            del full_env["ANSIBLE_CALLBACKS_ENABLED"]  # the result file is for ad hoc module runs
         return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
     return run
