@@ -44,8 +44,10 @@ demo-down: venv docker
 	@$(PY) -m tests.testbed.fleet down --prefix demo
 
 # Static checks first, pytest last: its closing line is the run's summary.
+# Two workers, a test file each at a time: most tests wait on containers, not on the CPU.
+TEST_WORKERS ?= 2
 test: images sanity lint
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 
 sanity:

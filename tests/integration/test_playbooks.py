@@ -414,3 +414,17 @@ def test_acknowledged_major_is_rehearsed_on_a_staging_engine_then_rolled_out(mak
     assert len(staged) == 1, records
     # The traffic generator speaks the 2.x request shape; the 3.x Engines refuse it, so only nothing lost is checked.
     assert report.lost == [], report.summary()
+
+
+def test_a_release_that_fails_on_staging_touches_no_engine(make_fleet, play, tmp_path, docker_client):
+    fleet = make_fleet(2)
+    inventory = write_inventory(fleet, tmp_path)
+    before = container_ids(fleet)
+    bad = releases.tag("bad-answers")
+    proc = play("engineops.fleet.upgrade", inventory, {"engine_target_version": bad, "engine_staging": "always"})
+    assert proc.returncode != 0, explain(proc)
+    assert "so no Engine was touched" in proc.stdout, explain(proc)
+    assert container_ids(fleet) == before
+    assert not docker_client.containers.list(all=True, filters={"name": "staging"}), "a staging Engine was left"
+    steps = [s for r in ledger_records(tmp_path, f"upgrade-{bad}").values() for s in r["steps"] if s["step"] == "staging"]
+    assert [s["outcome"] for s in steps] == ["failed"], steps

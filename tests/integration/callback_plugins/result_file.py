@@ -25,7 +25,7 @@ class CallbackModule(CallbackBase):
     CALLBACK_NAME = "result_file"
     CALLBACK_NEEDS_ENABLED = True
 
-    def _write(self, result) -> None:
+    def _write(self, result, **_flags) -> None:  # v2_runner_on_failed also gets ignore_errors
         with open(os.environ["RESULT_FILE"], "w", encoding="utf-8") as handle:
             handle.write(self._dump_results(result._result))
 
