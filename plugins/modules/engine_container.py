@@ -48,8 +48,8 @@ options:
         left created, not running (the Engine is drained first).
       - V(stopped) drains the Engine if it runs; with O(image), the container is also moved to it, not started.
       - V(pulled) only makes sure the Engine's Docker host has O(image) (as O(pull) says) and leaves the container
-        alone: the pre-flight of a rollout pulls the target image on every host before any Engine is touched.
-        Requires O(image).
+        alone; the pre-flight of a rollout uses it to pull the target image on every host before any Engine is
+        touched. Requires O(image).
     type: str
     choices: [started, stopped, present, pulled]
     default: started
