@@ -83,3 +83,14 @@ def run_playbook(tmp_path):
         return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
     return run
+
+
+@pytest.fixture
+def play(run_playbook):
+    """``run_playbook`` with enough forks for a whole fleet at once (the pre-flight runs on every Engine)."""
+
+    def run(*args, **env):
+        env.setdefault("ANSIBLE_FORKS", "16")
+        return run_playbook(*args, **env)
+
+    return run

@@ -125,7 +125,8 @@ def test_drain_check_mode_replay_guard_and_idempotence(make_fleet, run_module):
 
     engine.client().execute("What is the capital of France?", "warm-up")  # logs one completion line
     holder = threading.Thread(
-        target=lambda: engine.client().execute("Hold [sim:sleep=9000]", "held"), daemon=True
+        # Long enough to be still in flight after the check-mode run on a loaded machine; the drain waits for it.
+        target=lambda: engine.client(timeout=60).execute("Hold [sim:sleep=20000]", "held"), daemon=True
     )
     holder.start()
     _wait_for_starts(container, 2)
@@ -138,11 +139,11 @@ def test_drain_check_mode_replay_guard_and_idempotence(make_fleet, run_module):
     container.reload()
     assert container.status == "running" and container.attrs["State"]["StartedAt"] == started_at
 
-    done = run_module("engine_drain", {"name": engine.name}, diff=True)
+    done = run_module("engine_drain", {"name": engine.name, "grace_period": 60}, diff=True)
     assert done["changed"] is True and done["drain"]["in_flight"] == 1 and done["drain"]["not_finished"] == 0
     assert [(t["task_id"], t["outcome"]) for t in done["drain"]["turns"]] == [("held", "completed")]
     assert _diff_shown(done, "running", "exited")
-    holder.join(15)
+    holder.join(30)
 
     again = run_module("engine_drain", {"name": engine.name})
     assert again["changed"] is False

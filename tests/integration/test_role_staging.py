@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.engineops.fleet.plugins.module_utils._staging import STAGING_LABEL
-from tests.integration.test_playbooks import explain, write_inventory
+from tests.integration.rollouts import explain, write_inventory
 from tests.testbed.images import image_ref
 
 # Baseline on production, snapshot, then the role; the role's fact is written out whatever happens.
