@@ -47,3 +47,31 @@ def make_fleet(docker_client):
     yield factory
     for fleet in fleets:
         fleet.down()
+
+
+@pytest.fixture(scope="session")
+def ssh_bed(docker_client):
+    """Two Docker hosts reached only over SSH (tests/testbed/dockerhosts.py), shared by a worker's tests."""
+    from tests.testbed.dockerhosts import TestBed
+
+    bed = TestBed(count=2, outer=docker_client).up()
+    yield bed
+    bed.down()
+
+
+@pytest.fixture
+def make_ssh_fleet(ssh_bed):
+    """``make_ssh_fleet(per_host, release=...)`` -> one fleet per Docker host of the SSH test bed, started;
+    the Engines are removed after the test."""
+    fleets = []
+
+    def factory(per_host: int = 1, **kwargs):
+        made = [host.fleet("s" + secrets.token_hex(3), per_host, **kwargs) for host in ssh_bed.hosts]
+        fleets.extend(made)
+        for fleet in made:
+            fleet.up()
+        return made
+
+    yield factory
+    for fleet in fleets:
+        fleet.down()

@@ -68,3 +68,24 @@ def explain(proc) -> str:
 
 def ledger_records(tmp_path: Path, rollout: str) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in (tmp_path / "ledger" / rollout).glob("*.json")}
+
+
+def write_ssh_inventory(bed, fleets, tmp_path: Path, **extra) -> Path:
+    """An inventory of Engines on the SSH test bed's Docker hosts, as an operator writes one: a group per
+    Docker host with how to reach it over SSH, one inventory host per Engine. Snapshots and baselines stay
+    at their defaults on the hosts; only the ledger is on the controller."""
+    groups = {}
+    for host, fleet in zip(bed.hosts, fleets):
+        groups[host.name.replace("-", "_")] = {
+            "vars": host.inventory_vars(),
+            "hosts": {e.name: {"engine_key": e.key} for e in fleet.engines},
+        }
+    inventory = {
+        "all": {
+            "vars": {"engine_ledger_dir": str(tmp_path / "ledger"), **FAST, **extra},
+            "children": {"engines": {"children": groups}},
+        }
+    }
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path

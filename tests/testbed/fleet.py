@@ -38,8 +38,9 @@ class Engine:
     """One Engine of a fleet: its names, its port and its key."""
 
     id: str
-    port: int
+    port: int  # where this process reaches the Engine (a tunnel's end for an Engine on another Docker host)
     key: str = field(repr=False)
+    published_port: int | None = None  # the port its container publishes on its Docker host's 127.0.0.1; default port
 
     @property
     def name(self) -> str:
@@ -141,7 +142,7 @@ class Fleet:
             detach=True,
             environment=engine_env(engine.key, **extra_env),
             volumes={engine.volume: {"bind": "/data", "mode": "rw"}},
-            ports={"8000/tcp": ("127.0.0.1", engine.port)},
+            ports={"8000/tcp": ("127.0.0.1", engine.published_port or engine.port)},
             restart_policy={"Name": "unless-stopped"},
             labels=self.labels(),
         )

@@ -38,16 +38,21 @@ APP_DIR = SIM_DIR / "app"
 HASH_LABEL = "io.engineops.sim.hash"
 BASE_REPOSITORY = "engineops/sim-base"
 APP_REPOSITORY = "engineops/sim-app"
-MMDEBSTRAP = (
-    "mmdebstrap",
-    "--quiet",
-    "--variant=apt",
-    "--include=python3,sqlite3,ca-certificates",
-    "--dpkgopt=path-exclude=/usr/share/doc/*",
-    "--dpkgopt=path-exclude=/usr/share/man/*",
-    "--dpkgopt=path-exclude=/usr/share/locale/*",
-    "bookworm",
-)
+ENGINE_PACKAGES = ("python3", "sqlite3", "ca-certificates")
+
+
+def mmdebstrap_command(packages: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``mmdebstrap`` call that makes a Debian bookworm root file system with ``packages``."""
+    return (
+        "mmdebstrap",
+        "--quiet",
+        "--variant=apt",
+        f"--include={','.join(packages)}",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "bookworm",
+    )
 
 
 def image_ref(release_name: str, repository: str = releases.REPOSITORY) -> str:
@@ -55,7 +60,7 @@ def image_ref(release_name: str, repository: str = releases.REPOSITORY) -> str:
     return f"{REGISTRY}/{repository}:{releases.tag(release_name)}"
 
 
-def _digest(*parts: str | bytes) -> str:
+def digest(*parts: str | bytes) -> str:
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode() if isinstance(part, str) else part)
@@ -67,7 +72,7 @@ def _log(msg: str) -> None:
     print(f"images: {msg}", file=sys.stderr, flush=True)
 
 
-def _current(client: docker.DockerClient, ref: str, want: str):
+def current_image(client: docker.DockerClient, ref: str, want: str):
     """The local image ``ref`` if it was built from hash ``want``, else None."""
     try:
         image = client.images.get(ref)
@@ -76,8 +81,25 @@ def _current(client: docker.DockerClient, ref: str, want: str):
     return image if (image.labels or {}).get(HASH_LABEL) == want else None
 
 
+def ensure_rootfs(client: docker.DockerClient, repository: str, packages: tuple[str, ...]) -> str:
+    """Build or reuse a Debian root file system image with ``packages`` (mmdebstrap | docker import)."""
+    command = mmdebstrap_command(packages)
+    want = digest(*command)
+    ref = f"{repository}:{want}"
+    if current_image(client, ref, want):
+        return ref
+    _log(f"building {repository} with mmdebstrap (about a minute)")
+    with tempfile.TemporaryDirectory(prefix="rootfs-") as tmp:
+        tarball = os.path.join(tmp, "rootfs.tar")
+        subprocess.run([*command, tarball], check=True, stdout=subprocess.DEVNULL)
+        client.api.import_image_from_file(
+            tarball, repository=repository, tag=want, changes=[f"LABEL {HASH_LABEL}={want}"]
+        )
+    return ref
+
+
 def ensure_base(client: docker.DockerClient) -> str:
-    """Build or reuse the base image; return its reference."""
+    """Build or reuse the Engine's base image; return its reference."""
     override = os.environ.get("ENGINE_SIM_BASE_IMAGE")
     if override:
         try:
@@ -86,18 +108,7 @@ def ensure_base(client: docker.DockerClient) -> str:
             _log(f"pulling base {override}")
             client.images.pull(override)
         return override
-    want = _digest(*MMDEBSTRAP)
-    ref = f"{BASE_REPOSITORY}:{want}"
-    if _current(client, ref, want):
-        return ref
-    _log("building the base image with mmdebstrap (about half a minute)")
-    with tempfile.TemporaryDirectory(prefix="sim-base-") as tmp:
-        tarball = os.path.join(tmp, "rootfs.tar")
-        subprocess.run([*MMDEBSTRAP, tarball], check=True, stdout=subprocess.DEVNULL)
-        client.api.import_image_from_file(
-            tarball, repository=BASE_REPOSITORY, tag=want, changes=[f"LABEL {HASH_LABEL}={want}"]
-        )
-    return ref
+    return ensure_rootfs(client, BASE_REPOSITORY, ENGINE_PACKAGES)
 
 
 def _app_context(dockerfile: str) -> io.BytesIO:
@@ -117,9 +128,9 @@ def ensure_app(client: docker.DockerClient, base: str) -> str:
     """Build or reuse the application image on ``base``; return its reference."""
     base_id = client.images.get(base).id
     sources = [p.read_bytes() for p in sorted(APP_DIR.glob("*.py"))]
-    want = _digest(base_id, *sources)
+    want = digest(base_id, *sources)
     ref = f"{APP_REPOSITORY}:{want}"
-    if _current(client, ref, want):
+    if current_image(client, ref, want):
         return ref
     _log(f"building the application image {ref}")
     dockerfile = "\n".join(
@@ -158,9 +169,9 @@ def ensure_release(client: docker.DockerClient, app: str, profile: releases.Prof
     """Build and push one release image if it is not current; return its reference."""
     knobs = releases.image_knobs(profile, rel)
     app_id = client.images.get(app).id
-    want = _digest(app_id, json.dumps(knobs, sort_keys=True))
+    want = digest(app_id, json.dumps(knobs, sort_keys=True))
     ref = f"{REGISTRY}/{profile.repository}:{rel.tag}"
-    image = _current(client, ref, want)
+    image = current_image(client, ref, want)
     if image is None:
         env = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(knobs.items()))
         dockerfile = "\n".join(
