@@ -29,6 +29,10 @@ description:
     whether the container runs and its restart count O(settle_time) seconds after the start.
   - If a swap was interrupted after the old container was renamed aside and before the new one was created, the
     container is found under its aside name and the swap goes on from there.
+  - An Engine that C(docker compose) made (labels C(com.docker.compose.project), C(.service),
+    C(.project.config_files), C(.project.working_dir)) stays a member of its service (its labels are carried), and the
+    project's files are kept in step with O(image), so that a later C(docker compose up -d) does not put the old image
+    back. The files are read and edited on the Engine's Docker host, where the module runs; see O(compose_sync).
 options:
   name:
     description:
@@ -78,6 +82,26 @@ options:
       - Seconds to wait after starting the new container before reading whether it runs and its restart count.
     type: float
     default: 1
+  compose_sync:
+    description:
+      - When the container belongs to a compose project and O(image) is given, make the project's files name
+        O(image) for the container's service, after the container is on it.
+      - The edit is made where compose takes the image from. That is the C(image) value of the last of the project's
+        files that sets one (an override file overrides the main file), changed in place (comments, quoting and layout
+        stay). For an image written with a variable, as in C(engine:${ENGINE_VERSION}), it is the variable's line in
+        the project's env file (C(.env) in the project directory, or the file given with C(--env-file)) when the env
+        file sets it, else the default in C(${ENGINE_VERSION:-2.3.0}).
+      - Each file is backed up next to itself (C(<file>.<pid>.<date>@<time>~)) before it is changed.
+      - The module fails before anything is changed when the files cannot be kept in step. That is when a file is
+        not on this host, the service is built by the project (C(build)), its image comes through C(extends), a YAML
+        merge key or anchor, or a variable that neither the env file sets nor a default gives (only the shell that
+        runs compose knows it), or no single variable can make the image O(image).
+      - V(false) leaves the files alone; a later C(docker compose up -d) then recreates the container on the image
+        they name.
+      - A variable set in the environment of the shell that runs C(docker compose) overrides the env file; the module
+        cannot see it.
+    type: bool
+    default: true
 extends_documentation_fragment:
   - engineops.fleet.engine
   - engineops.fleet.engine.actiongroup
@@ -88,7 +112,8 @@ attributes:
       image.
   diff_mode:
     support: full
-    description: Shows the image and state before and after, and which O(env) names change (never their values).
+    description: Shows the image and state before and after, and which O(env) names change (never their values);
+      with compose files to edit, also each file's text before and after.
   idempotent:
     support: full
     description: A container already on O(image), with O(env), in O(state) is not touched.
@@ -135,6 +160,17 @@ EXAMPLES = r"""
     image: registry.example.com/september-engine:2.4.0
     state: present
     pull: always
+
+- name: Move a compose-managed Engine; its compose file (or .env) is kept in step
+  engineops.fleet.engine_container:
+    name: myproject-engine-1
+    image: registry.example.com/september-engine:2.3.1
+  register: swap
+
+- name: Show what was edited
+  ansible.builtin.debug:
+    msg: "{{ swap.compose.edits }}"
+  when: swap.compose is defined
 
 - name: Stop an Engine gracefully, with a minute of grace
   engineops.fleet.engine_container:
@@ -244,9 +280,82 @@ swap:
   description: Ids and names of the old and new containers.
   returned: when the container was recreated
   type: dict
+compose:
+  description: The container's compose project and what was (in check mode, would be) edited to keep it in step.
+  returned: when O(image) is given, O(compose_sync=true) and compose made the container
+  type: dict
+  contains:
+    project:
+      description: The compose project's name.
+      type: str
+      sample: myproject
+    service:
+      description: The container's service.
+      type: str
+      sample: engine
+    working_dir:
+      description: The project directory.
+      type: str
+      sample: /srv/myproject
+    config_files:
+      description: The project's compose files, in the order compose merges them.
+      type: list
+      elements: str
+      sample: [/srv/myproject/compose.yaml, /srv/myproject/compose.override.yaml]
+    env_files:
+      description: The project's env files (by default C(.env) in the project directory, whether or not it exists).
+      type: list
+      elements: str
+    image_file:
+      description: The file whose C(image) value compose takes for the service.
+      type: str
+    image_value:
+      description: That value as the file writes it, variables and all (before the edit).
+      type: str
+      sample: registry.example.com/september-engine:${ENGINE_VERSION}
+    variable:
+      description: The variable that was changed to make the image O(image), if the image is written with variables.
+      type: str
+      sample: ENGINE_VERSION
+    image_before:
+      description: The image the files named before (variables filled in from the env file).
+      type: str
+    image_after:
+      description: The image the files name now.
+      type: str
+    changed:
+      description: Whether a file was (or would be) edited.
+      type: bool
+    edits:
+      description: One entry per file edited.
+      type: list
+      elements: dict
+      contains:
+        path:
+          description: The file.
+          type: str
+        change:
+          description: What was changed, V(image), V(variable NAME) or V(default of NAME).
+          type: str
+        before:
+          description: The old value.
+          type: str
+        after:
+          description: The new value.
+          type: str
+        backup:
+          description: The backup of the file made before the edit (none in check mode).
+          type: str
 """
 
 from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
+from ansible_collections.engineops.fleet.plugins.module_utils._compose import (
+    ComposeError,
+    plan_sync,
+    project_of,
+    read_project_files,
+    write_edit,
+)
 from ansible_collections.engineops.fleet.plugins.module_utils._container import (
     PULL_POLICIES,
     ContainerError,
@@ -284,6 +393,7 @@ ARGUMENT_SPEC = {
     "grace_period": {"type": "int", "default": DEFAULT_GRACE_PERIOD},
     "env": {"type": "dict", "no_log": True},
     "settle_time": {"type": "float", "default": 1.0},
+    "compose_sync": {"type": "bool", "default": True},
 }
 
 
@@ -411,6 +521,7 @@ class EngineContainer:
             self.result.update(changed=pulled, pulled=pulled, actions=self.actions, container=old_facts.to_dict())
             self.em.exit(**self.result)
         image_changed = not same_image_name(target, old_image) or (target_id is not None and target_id != attrs.get("Image"))
+        compose = self.plan_compose(old_facts, target) if self.params["image"] is not None else None
         try:
             env_changed = env_changes(attrs, self.env)
         except ContainerError as exc:
@@ -434,6 +545,9 @@ class EngineContainer:
                 plan.append(f"start {self.name}")
             elif self.state == "stopped" and running:
                 plan.append(f"drain {self.name}")
+        if compose is not None:
+            plan.extend(compose.actions())
+            self.result["compose"] = compose.to_dict()
         changed = bool(plan)
 
         self.result.update(
@@ -453,6 +567,8 @@ class EngineContainer:
                 "after": self._view(target, after_state, self.result["previous_image"],
                                     {k: "set (changed)" if k in env_changed else "set" for k in sorted(self.env)}),
             }
+            if compose is not None and compose.changed:
+                self.result["diff"] = [self.result["diff"]] + [edit.diff() for edit in compose.edits]
 
         if self.em.check_mode or not changed:
             if self.em.check_mode:
@@ -491,9 +607,66 @@ class EngineContainer:
                     actions=self.actions,
                 )
                 raise  # unreachable
+        facts = facts_from_inspect(inspect)
+        if compose is not None and compose.changed:
+            self.write_compose(compose, facts)
         self.result["actions"] = self.actions
-        self.result["container"] = facts_from_inspect(inspect).to_dict()
+        self.result["container"] = facts.to_dict()
         self.em.exit(**self.result)
+
+    # -- the compose project ----------------------------------------------
+
+    def plan_compose(self, facts, target):
+        """The edits that keep the container's compose project in step with ``target``; fails before any change."""
+        labels = facts.labels
+        try:
+            project = project_of(labels)
+        except ComposeError as exc:
+            project = None
+            if self.params["compose_sync"]:
+                self._compose_fail(target, exc, facts)
+        if project is None:
+            return None
+        if not self.params["compose_sync"]:
+            if not same_image_name(target, facts.image):
+                self.em.module.warn(
+                    f"{self.name} belongs to compose project {project.project!r} and compose_sync is false: its "
+                    f"files are left alone, so a later docker compose up -d puts back the image they name"
+                )
+            return None
+        try:
+            plan = plan_sync(project, target, read_project_files(project))
+        except ComposeError as exc:
+            self._compose_fail(target, exc, facts)
+            raise  # unreachable
+        if plan.changed and not same_image_name(plan.image_before, facts.image):
+            self.em.module.warn(
+                f"The files of compose project {project.project!r} named {plan.image_before}, not {facts.image} that "
+                f"{self.name} ran: they now name {target}"
+            )
+        return plan
+
+    def _compose_fail(self, target, exc, facts) -> None:
+        self.em.fail(
+            f"Cannot move {self.name} to {target} and keep its compose project in step: {exc}. Nothing was changed "
+            "(compose_sync: false moves the container anyway; a later docker compose up -d would then undo the move)",
+            container=facts.to_dict(),
+        )
+
+    def write_compose(self, plan, facts) -> None:
+        """Write the planned edits (each file backed up first); fail saying the container moved when one cannot be."""
+        for edit in plan.edits:
+            try:
+                write_edit(edit)
+            except ComposeError as exc:
+                self.em.fail(
+                    f"{self.name} is on {plan.image_after} now, but its compose project {plan.project.project!r} "
+                    f"could not be kept in step: {exc}. Make {edit.path} name {plan.image_after} ({edit.change} "
+                    f"{edit.before} -> {edit.after}), or a later docker compose up -d puts {plan.image_before} back",
+                    actions=self.actions, compose=plan.to_dict(), container=facts.to_dict(), changed=True,
+                )
+            self.actions.append(f"edited {edit.path}: {edit.change} {edit.before} -> {edit.after} (backup {edit.backup})")
+        self.result["compose"] = plan.to_dict()
 
     def _recreate(self, container, attrs, old_facts, running, target, start_after) -> str:
         client = self.em.docker.client
