@@ -59,6 +59,7 @@ def run_module(tmp_path):
         # A result does not always carry the failure itself.
         result["failed"] = bool(result.get("failed")) or proc.returncode != 0
         result["_stdout"] = proc.stdout
+        result["_stderr"] = proc.stderr  # the warnings
         return result
 
     return run
