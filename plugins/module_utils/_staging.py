@@ -38,6 +38,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._brain_copy import
     Deadline,
     Owner,
 )
+from ansible_collections.engineops.fleet.plugins.module_utils._compose import COMPOSE_LABEL_PREFIX
 from ansible_collections.engineops.fleet.plugins.module_utils._container import (
     ContainerSpec,
     _bind_destination,
@@ -58,7 +59,6 @@ from ansible_collections.engineops.fleet.plugins.module_utils._docker import (
 
 STAGING_LABEL = "io.engineops.fleet.staging"  # value: the production Engine's name
 STAGING_SNAPSHOT_LABEL = "io.engineops.fleet.staging.snapshot"
-COMPOSE_LABEL_PREFIX = "com.docker.compose."
 _SPECIAL_NETWORK_MODES = ("host", "none")
 
 

@@ -53,7 +53,8 @@ options:
       - V(stopped) drains the Engine if it runs; with O(image), the container is also moved to it, not started.
       - V(pulled) only makes sure the Engine's Docker host has O(image) (as O(pull) says) and leaves the container
         alone; the pre-flight of a rollout uses it to pull the target image on every host before any Engine is
-        touched. Requires O(image).
+        touched. Requires O(image). For a compose-managed Engine it also checks that its compose project can be kept
+        in step with O(image) (see O(compose_sync)) and returns RV(compose) with the edits a move would make.
     type: str
     choices: [started, stopped, present, pulled]
     default: started
@@ -281,7 +282,9 @@ swap:
   returned: when the container was recreated
   type: dict
 compose:
-  description: The container's compose project and what was (in check mode, would be) edited to keep it in step.
+  description:
+    - The container's compose project and what was (in check mode, would be) edited to keep it in step.
+    - With O(state=pulled), the edits a move to O(image) would make (none is made).
   returned: when O(image) is given, O(compose_sync=true) and compose made the container
   type: dict
   contains:
@@ -517,11 +520,13 @@ class EngineContainer:
             target_id = check.id
             if pulled:
                 self.actions.append(f"pull {target}")
+        compose = self.plan_compose(old_facts, target) if self.params["image"] is not None else None
         if self.state == "pulled":
+            if compose is not None:
+                self.result["compose"] = compose.to_dict()
             self.result.update(changed=pulled, pulled=pulled, actions=self.actions, container=old_facts.to_dict())
             self.em.exit(**self.result)
         image_changed = not same_image_name(target, old_image) or (target_id is not None and target_id != attrs.get("Image"))
-        compose = self.plan_compose(old_facts, target) if self.params["image"] is not None else None
         try:
             env_changed = env_changes(attrs, self.env)
         except ContainerError as exc:

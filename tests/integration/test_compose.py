@@ -200,6 +200,9 @@ def test_what_cannot_be_kept_in_step_is_refused_before_anything_changes(compose_
     # The owner has since made compose build the Engine.
     built = project.file.read_text().replace("    image:", "    build: ./engine\n    image:")
     project.file.write_text(built)
+    # The pre-flight's pull (state=pulled) already says so, before any Engine is touched.
+    refused = run_module("engine_container", {**args, "state": "pulled"})
+    assert refused["failed"] and "build:" in refused["msg"], refused["msg"]
     refused = run_module("engine_container", args)
     assert refused["failed"]
     assert "keep its compose project in step" in refused["msg"] and "build:" in refused["msg"], refused["msg"]
