@@ -73,7 +73,7 @@ def docker_options(params: dict[str, Any]) -> dict[str, Any]:
 
 def engine_tls_verify(params: dict[str, Any]) -> bool | str:
     """``requests``' ``verify`` for the Engine's HTTPS: off, the CA bundle ``engine_ca_path``, or the system CAs."""
-    if not params["engine_validate_certs"]:
+    if params.get("engine_validate_certs") is False:  # None (a null passed through) keeps the default
         return False
     return params.get("engine_ca_path") or True
 
