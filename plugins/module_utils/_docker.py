@@ -170,7 +170,7 @@ class DockerConnection:
     def scheme(self) -> str:
         return urlsplit(self.base_url).scheme if "://" in self.base_url else "unix"
 
-    def tls_config(self) -> "TLSConfig | None":
+    def tls_config(self) -> "_PinnedTLSConfig | None":
         """The SDK's TLS settings, or None for a plain connection."""
         if not self.tls or self.scheme != "https":
             return None
@@ -181,7 +181,7 @@ class DockerConnection:
                 raise EngineDockerError(f"{label} {path!r} is not a file on this host; give the path of the PEM "
                                         "file on the host that runs the module")
         try:
-            return TLSConfig(client_cert=cert, ca_cert=self.ca_path, verify=self.verify)
+            return _PinnedTLSConfig(self.tls_hostname, client_cert=cert, ca_cert=self.ca_path, verify=self.verify)
         except TLSParameterError as exc:
             raise EngineDockerError(f"Invalid TLS settings for {self.base_url}: {exc}") from None
 
@@ -211,16 +211,42 @@ class DockerConnection:
                 "daemon's socket, e.g. unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host")
 
 
-class _TLSHostnameAdapter(HTTPAdapter if HAS_DOCKER else object):  # type: ignore[misc]
-    """HTTPS that checks the daemon's certificate against ``tls_hostname`` instead of the URL's host."""
+class _PinnedTLSAdapter(HTTPAdapter if HAS_DOCKER else object):  # type: ignore[misc]
+    """HTTPS to the Docker daemon with exactly the TLS settings given.
 
-    def __init__(self, tls_hostname: str, **kwargs: Any) -> None:
+    requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` of the
+    environment override the SDK's ``Session.verify`` (and so its CA or its
+    ``verify=False``); this adapter sets ``verify`` and ``cert`` on every
+    request, and checks the certificate against ``tls_hostname`` when set.
+    """
+
+    def __init__(self, verify: bool | str, cert: tuple[str, str] | None, tls_hostname: str | None) -> None:
+        self.pinned_verify = verify
+        self.pinned_cert = cert
         self.tls_hostname = tls_hostname
-        super().__init__(**kwargs)
+        super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_hostname"] = self.tls_hostname
+        if self.tls_hostname:
+            kwargs["assert_hostname"] = self.tls_hostname
         super().init_poolmanager(*args, **kwargs)
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        kwargs["verify"] = self.pinned_verify
+        kwargs["cert"] = self.pinned_cert
+        return super().send(request, **kwargs)
+
+
+class _PinnedTLSConfig(TLSConfig if HAS_DOCKER else object):  # type: ignore[misc]
+    """The SDK's TLS settings, applied through :class:`_PinnedTLSAdapter` (the SDK calls this before its first request)."""
+
+    def __init__(self, tls_hostname: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tls_hostname = tls_hostname
+
+    def configure_client(self, client: Any) -> None:
+        super().configure_client(client)
+        client.mount("https://", _PinnedTLSAdapter(client.verify, client.cert, self.tls_hostname))
 
 
 def docker_client(options: Mapping[str, Any], timeout: float = 60) -> "docker.DockerClient":
@@ -242,8 +268,6 @@ def docker_client(options: Mapping[str, Any], timeout: float = 60) -> "docker.Do
     client = None
     try:
         client = docker.DockerClient(**kwargs)
-        if tls is not None and conn.tls_hostname:
-            client.api.mount("https://", _TLSHostnameAdapter(conn.tls_hostname))
         client.ping()
     except Exception as exc:  # the SDK raises DockerException, requests' and paramiko's errors alike
         if client is not None:
