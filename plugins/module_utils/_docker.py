@@ -185,6 +185,16 @@ class DockerConnection:
         except TLSParameterError as exc:
             raise EngineDockerError(f"Invalid TLS settings for {self.base_url}: {exc}") from None
 
+    def client_kwargs(self, timeout: float = 60) -> dict[str, Any]:
+        """The keyword arguments of ``docker.DockerClient`` for this connection."""
+        kwargs: dict[str, Any] = {"base_url": self.base_url, "version": self.api_version, "timeout": int(timeout)}
+        tls = self.tls_config()
+        if tls is not None:
+            kwargs["tls"] = tls
+        if self.use_ssh_client:
+            kwargs["use_ssh_client"] = True
+        return kwargs
+
     def describe_error(self, exc: BaseException) -> str:
         """What went wrong reaching the daemon, and what would fix it."""
         text = str(exc)
@@ -259,12 +269,7 @@ def docker_client(options: Mapping[str, Any], timeout: float = 60) -> "docker.Do
     if not HAS_DOCKER:
         raise EngineDockerError(f"The Python library docker is required: {DOCKER_IMPORT_ERROR}")
     conn = DockerConnection.from_options(options)
-    kwargs: dict[str, Any] = {"base_url": conn.base_url, "version": conn.api_version, "timeout": int(timeout)}
-    tls = conn.tls_config()
-    if tls is not None:
-        kwargs["tls"] = tls
-    if conn.use_ssh_client:
-        kwargs["use_ssh_client"] = True
+    kwargs = conn.client_kwargs(timeout)
     client = None
     try:
         client = docker.DockerClient(**kwargs)
