@@ -27,6 +27,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._docker import (
     DOCKER_OPTION_ENV,
     DOCKER_SDK_VERSION,
     HAS_DOCKER,
+    REQUESTS_VERSION,
     EngineDocker,
     EngineDockerError,
     EngineFacts,
@@ -90,7 +91,7 @@ class EngineModule:
         if not HAS_DOCKER:
             self.module.fail_json(msg=missing_required_lib("docker (the Docker SDK for Python, 5.0.3 or newer)"),
                                   exception=DOCKER_IMPORT_TRACEBACK)
-        problem = docker_sdk_problem(DOCKER_SDK_VERSION, sys.executable)
+        problem = docker_sdk_problem(DOCKER_SDK_VERSION, sys.executable, REQUESTS_VERSION)
         if problem:
             self.module.fail_json(msg=problem)
         if needs_http and not HAS_REQUESTS:

@@ -33,14 +33,17 @@ from ansible_collections.engineops.fleet.plugins.module_utils._version import Ve
 DOCKER_IMPORT_ERROR: str | None
 DOCKER_IMPORT_TRACEBACK: str | None
 DOCKER_SDK_VERSION: str | None
+REQUESTS_VERSION: str | None
 try:
     import docker
     from docker.errors import APIError, DockerException, NotFound, TLSParameterError
     from docker.tls import TLSConfig
+    from requests import __version__ as REQUESTS_VERSION
     from requests.adapters import HTTPAdapter
 except ImportError as _exc:  # pragma: no cover - exercised only without docker
     HAS_DOCKER = False
     DOCKER_SDK_VERSION = None
+    REQUESTS_VERSION = None
     DOCKER_IMPORT_ERROR = str(_exc)
     DOCKER_IMPORT_TRACEBACK = traceback.format_exc()
 
@@ -64,6 +67,10 @@ else:
 # The oldest Docker SDK for Python the collection works with: what Debian 12 and
 # Ubuntu 24.04 ship as python3-docker.
 MIN_DOCKER_SDK = (5, 0, 3)
+# requests 2.32 broke the SDK's unix socket and SSH transports ("Not supported URL
+# scheme http+docker") until docker 7.1.
+REQUESTS_BREAKING_OLD_SDK = (2, 32)
+FIXED_SDK = (7, 1)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 ENGINE_PORT = 8000
@@ -281,22 +288,47 @@ def docker_client(options: Mapping[str, Any], timeout: float = 60) -> "docker.Do
     return client
 
 
-def docker_sdk_problem(version: str | None, python: str) -> str | None:
-    """Why the Docker SDK ``version`` (``docker.__version__``) of interpreter ``python`` will not do, or None."""
-    wanted = ".".join(map(str, MIN_DOCKER_SDK))
+def _version_tuple(version: str | None) -> tuple[int, ...]:
+    """The leading numbers of a version string: ``"7.2.0.dev0"`` -> (7, 2, 0); () if there are none."""
     parts = []
     for piece in str(version or "").split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        digits = ""
+        for char in piece:
+            if not char.isdigit():
+                break
+            digits += char
         if not digits:
             break
         parts.append(int(digits))
-    if len(parts) >= 2 and tuple(parts + [0] * (3 - len(parts))) >= MIN_DOCKER_SDK:
+    return tuple(parts)
+
+
+def docker_sdk_problem(version: str | None, python: str, requests_version: str | None = None) -> str | None:
+    """Why the Docker SDK ``version`` (with ``requests_version``) of interpreter ``python`` will not do, or None."""
+    wanted = ".".join(map(str, MIN_DOCKER_SDK))
+    found = _version_tuple(version)
+    how = (f"Install the distribution's python3-docker and python3-requests (Debian 12 and Ubuntu 24.04 ship a "
+           f"working pair), or make a virtualenv with pip install 'docker>=7.1' requests and set "
+           "ansible_python_interpreter to its python; the playbook engineops.fleet.host does either")
+    if len(found) < 2 or found + (0,) * (3 - len(found)) < MIN_DOCKER_SDK:
+        return (f"The Docker SDK for Python (docker) of {python} is {version or 'of an unknown version'}; "
+                f"engineops.fleet needs {wanted} or newer. {how}")
+    if found < FIXED_SDK and _version_tuple(requests_version) >= REQUESTS_BREAKING_OLD_SDK:
+        return (f"The Docker SDK for Python (docker) {version} of {python} does not work with its requests "
+                f"{requests_version} (2.32 and newer need docker 7.1 or newer). Upgrade docker to 7.1+, or use "
+                f"requests older than 2.32. {how}")
+    return None
+
+
+def log_since(since: float | None) -> int | None:
+    """``since`` (epoch seconds) as every supported SDK takes it for ``logs()``: whole seconds, None for all.
+
+    The Docker SDK before 7 refuses a float ("since value should be datetime
+    or positive int"); rounding down starts the window at most a second early.
+    """
+    if since is None or since <= 0:
         return None
-    return (f"The Docker SDK for Python (docker) of {python} is {version or 'of an unknown version'}; "
-            f"engineops.fleet needs {wanted} or newer. Install the distribution's python3-docker "
-            f"(Debian 12, Ubuntu 24.04 and newer ship {wanted}+), or a virtualenv with pip install "
-            f"'docker>={wanted}' requests, and set ansible_python_interpreter to its python; "
-            "the playbook engineops.fleet.host does either")
+    return int(since)
 
 
 class EngineNotFoundError(EngineDockerError):
@@ -443,5 +475,5 @@ class EngineDocker:
 
     def logs(self, name: str, since: float | None = None, tail: int | str = "all") -> list[str]:
         """The container's log lines (stdout and stderr), oldest first."""
-        raw = self.container(name).logs(stdout=True, stderr=True, since=since, tail=tail)
+        raw = self.container(name).logs(stdout=True, stderr=True, since=log_since(since), tail=tail)
         return raw.decode("utf-8", errors="replace").splitlines()

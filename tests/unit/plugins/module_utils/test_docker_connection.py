@@ -174,6 +174,18 @@ def test_docker_sdk_minimum(version, ok):
         assert "ansible_python_interpreter" in problem
 
 
+@pytest.mark.parametrize(
+    "docker_version, requests_version, ok",
+    [("5.0.3", "2.28.1", True), ("6.1.3", "2.31.0", True), ("5.0.3", "2.32.3", False), ("7.0.0", "2.32.0", False),
+     ("7.1.0", "2.32.3", True), ("7.1.0", None, True)],
+)
+def test_old_docker_sdks_refuse_new_requests(docker_version, requests_version, ok):
+    problem = docker_sdk_problem(docker_version, "/opt/venv/bin/python", requests_version)
+    assert (problem is None) is ok
+    if not ok:
+        assert f"requests {requests_version}" in problem and "docker 7.1" in problem
+
+
 def test_argument_spec_declares_each_docker_option_with_its_env_fallback():
     assert set(DOCKER_ARGUMENT_SPEC) == set(DOCKER_OPTION_ENV)
     for name, (env_name, default) in DOCKER_OPTION_ENV.items():
