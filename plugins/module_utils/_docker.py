@@ -307,8 +307,8 @@ def docker_sdk_problem(version: str | None, python: str, requests_version: str |
     """Why the Docker SDK ``version`` (with ``requests_version``) of interpreter ``python`` will not do, or None."""
     wanted = ".".join(map(str, MIN_DOCKER_SDK))
     found = _version_tuple(version)
-    how = (f"Install the distribution's python3-docker and python3-requests (Debian 12 and Ubuntu 24.04 ship a "
-           f"working pair), or make a virtualenv with pip install 'docker>=7.1' requests and set "
+    how = ("Install the distribution's python3-docker and python3-requests (Debian 12 and Ubuntu 24.04 ship a "
+           "working pair), or make a virtualenv with pip install 'docker>=7.1' requests and set "
            "ansible_python_interpreter to its python; the playbook engineops.fleet.host does either")
     if len(found) < 2 or found + (0,) * (3 - len(found)) < MIN_DOCKER_SDK:
         return (f"The Docker SDK for Python (docker) of {python} is {version or 'of an unknown version'}; "

@@ -80,8 +80,7 @@ def test_a_virtualenv_from_local_wheels_idempotent_and_check_mode_aware(tmp_path
     assert recap(planned.stdout)["docker-host-1"]["changed"] >= 2
     assert f"Would use ansible_python_interpreter={venv}/bin/python" in planned.stdout
     assert not venv.exists() and not snapshots.exists()
-    assert "docker-host-1-engine-2" not in recap(planned.stdout) or \
-        recap(planned.stdout)["docker-host-1-engine-2"]["changed"] == 0
+    assert recap(planned.stdout)["docker-host-1-engine-2"]["changed"] == 0  # the role ran for the first Engine only
 
     made = run_playbook(PLAYBOOK, hosts)
     assert made.returncode == 0, made.stdout + made.stderr
