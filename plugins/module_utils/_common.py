@@ -16,6 +16,7 @@ far.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
@@ -23,10 +24,14 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import (
     DEFAULT_DOCKER_HOST,
     DOCKER_IMPORT_TRACEBACK,
+    DOCKER_OPTION_ENV,
+    DOCKER_SDK_VERSION,
     HAS_DOCKER,
+    REQUESTS_VERSION,
     EngineDocker,
     EngineDockerError,
     EngineFacts,
+    docker_sdk_problem,
 )
 from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import (
     HAS_REQUESTS,
@@ -35,13 +40,43 @@ from ansible_collections.engineops.fleet.plugins.module_utils._engine_http impor
     EngineClientError,
 )
 
+# The Docker connection options under community.docker's names (env fallbacks,
+# aliases and defaults as there); DOCKER_CERT_PATH is applied by _docker.py.
+DOCKER_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "docker_host": {"type": "str", "default": DEFAULT_DOCKER_HOST, "aliases": ["docker_url"],
+                    "fallback": (env_fallback, ["DOCKER_HOST"])},
+    "tls": {"type": "bool", "default": False, "fallback": (env_fallback, ["DOCKER_TLS"])},
+    "validate_certs": {"type": "bool", "default": False, "aliases": ["tls_verify"],
+                       "fallback": (env_fallback, ["DOCKER_TLS_VERIFY"])},
+    "ca_path": {"type": "path", "aliases": ["ca_cert", "tls_ca_cert", "cacert_path"]},
+    "client_cert": {"type": "path", "aliases": ["tls_client_cert", "cert_path"]},
+    "client_key": {"type": "path", "aliases": ["tls_client_key", "key_path"]},
+    "tls_hostname": {"type": "str", "fallback": (env_fallback, ["DOCKER_TLS_HOSTNAME"])},
+    "api_version": {"type": "str", "default": "auto", "aliases": ["docker_api_version"],
+                    "fallback": (env_fallback, ["DOCKER_API_VERSION"])},
+    "use_ssh_client": {"type": "bool", "default": False},
+}
+
 COMMON_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
-    "docker_host": {"type": "str", "default": DEFAULT_DOCKER_HOST, "fallback": (env_fallback, ["DOCKER_HOST"])},
+    **DOCKER_ARGUMENT_SPEC,
     "engine_url": {"type": "str"},
     "engine_key": {"type": "str", "no_log": True, "fallback": (env_fallback, ["ENGINE_KEY"])},
-    "validate_certs": {"type": "bool", "default": True},
+    "engine_validate_certs": {"type": "bool", "default": True},
+    "engine_ca_path": {"type": "path"},
     "request_timeout": {"type": "float", "default": 10.0},
 }
+
+
+def docker_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The Docker connection options out of a module's parameters."""
+    return {name: params.get(name) for name in DOCKER_OPTION_ENV}
+
+
+def engine_tls_verify(params: dict[str, Any]) -> bool | str:
+    """``requests``' ``verify`` for the Engine's HTTPS: off, the CA bundle ``engine_ca_path``, or the system CAs."""
+    if params.get("engine_validate_certs") is False:  # None (a null passed through) keeps the default
+        return False
+    return params.get("engine_ca_path") or True
 
 
 class EngineModule:
@@ -54,7 +89,11 @@ class EngineModule:
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
         self.params = self.module.params
         if not HAS_DOCKER:
-            self.module.fail_json(msg=missing_required_lib("docker"), exception=DOCKER_IMPORT_TRACEBACK)
+            self.module.fail_json(msg=missing_required_lib("docker (the Docker SDK for Python, 5.0.3 or newer)"),
+                                  exception=DOCKER_IMPORT_TRACEBACK)
+        problem = docker_sdk_problem(DOCKER_SDK_VERSION, sys.executable, REQUESTS_VERSION)
+        if problem:
+            self.module.fail_json(msg=problem)
         if needs_http and not HAS_REQUESTS:
             self.module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_TRACEBACK)
         self._docker: EngineDocker | None = None
@@ -71,7 +110,7 @@ class EngineModule:
     def docker(self) -> EngineDocker:
         if self._docker is None:
             try:
-                self._docker = EngineDocker(self.params["docker_host"], timeout=max(self.params["request_timeout"], 60))
+                self._docker = EngineDocker(docker_options(self.params), timeout=max(self.params["request_timeout"], 60))
             except EngineDockerError as exc:
                 self.fail(str(exc))
         return self._docker
@@ -94,7 +133,7 @@ class EngineModule:
             return EngineClient(
                 url,
                 key=self.params["engine_key"],
-                verify_tls=self.params["validate_certs"],
+                verify_tls=engine_tls_verify(self.params),
                 timeout=self.params["request_timeout"],
             )
         except EngineClientError as exc:

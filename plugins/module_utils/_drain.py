@@ -38,6 +38,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from ansible_collections.engineops.fleet.plugins.module_utils._docker import log_since
+
 START_MESSAGE = "Starting execution"
 DEFAULT_COMPLETION_MESSAGES: tuple[str, ...] = ("Execution completed", "Turn finished")
 DEFAULT_CLEAN_EXIT_CODES: tuple[int, ...] = (0, 143)
@@ -503,7 +505,7 @@ def is_running(attrs: dict[str, Any]) -> bool:
 
 
 def _fetch_logs(container: Any, since: float) -> list[str]:
-    raw = container.logs(stdout=True, stderr=True, since=since)
+    raw = container.logs(stdout=True, stderr=True, since=log_since(since))
     return raw.decode("utf-8", errors="replace").splitlines()
 
 

@@ -252,7 +252,8 @@ def _describe_request_error(exc: BaseException, timeout: float | None) -> str:
     if isinstance(exc, (_RequestsReadTimeout, _RequestsTimeout)):
         return f"no answer within {timeout}s"
     if isinstance(exc, _RequestsSSLError):
-        return f"TLS error: {exc}"
+        return (f"TLS error: {exc} (engine_ca_path names a CA bundle to trust, engine_validate_certs=false "
+                "skips the check)")
     text = str(exc)
     match = _ERRNO_RE.search(text)
     if match:
@@ -411,6 +412,7 @@ class EngineClient:
             return self._session.request(
                 method, url, headers=self._headers(auth, headers), json=json_body, params=params,
                 timeout=(connect, read), stream=stream, allow_redirects=False,
+                verify=self.verify_tls,  # per request: REQUESTS_CA_BUNDLE in the environment beats Session.verify
             )
         except _RequestsConnectTimeout as exc:
             raise EngineTimeoutError(self._redact(

@@ -351,7 +351,7 @@ compose:
           type: str
 """
 
-from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
+from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule, engine_tls_verify
 from ansible_collections.engineops.fleet.plugins.module_utils._compose import (
     ComposeError,
     plan_sync,
@@ -478,7 +478,7 @@ class EngineContainer:
         if not key or not url:
             return None
         try:
-            return EngineClient(url, key=key, verify_tls=self.params["validate_certs"],
+            return EngineClient(url, key=key, verify_tls=engine_tls_verify(self.params),
                                 timeout=self.params["request_timeout"])
         except EngineClientError as exc:
             self.em.fail(f"Cannot move {facts.name}: invalid engine_url or engine_key: {exc}. Nothing was changed")

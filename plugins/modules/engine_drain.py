@@ -248,7 +248,7 @@ engine:
   type: dict
 """
 
-from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
+from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule, engine_tls_verify
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import EngineDockerError, facts_from_inspect
 from ansible_collections.engineops.fleet.plugins.module_utils._drain import (
     ACCOUNTING_MODES,
@@ -293,7 +293,7 @@ def replay_client(em: EngineModule, facts, mode: str) -> EngineClient | None:
             )
         return None
     try:
-        return EngineClient(url, key=em.params["engine_key"], verify_tls=em.params["validate_certs"],
+        return EngineClient(url, key=em.params["engine_key"], verify_tls=engine_tls_verify(em.params),
                             timeout=em.params["request_timeout"])
     except EngineClientError as exc:
         em.fail(f"Cannot drain {facts.name}: invalid engine_url or engine_key: {exc}. Nothing was stopped")

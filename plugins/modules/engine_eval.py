@@ -332,7 +332,7 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
+from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule, engine_tls_verify
 from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import (
     EngineClient,
     EngineClientError,
@@ -428,7 +428,7 @@ def turn_runner(em: EngineModule, first: EngineClient):
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = EngineClient(first.base_url, key=params["engine_key"],
-                                                 verify_tls=params["validate_certs"],
+                                                 verify_tls=engine_tls_verify(params),
                                                  timeout=params["request_timeout"])
             with lock:
                 clients.append(client)

@@ -386,7 +386,7 @@ import secrets
 import threading
 import time
 
-from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
+from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule, engine_tls_verify
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import EngineDockerError
 from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import (
     EngineClient,
@@ -432,7 +432,7 @@ def probe_runner(em: EngineModule, first: EngineClient):
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = EngineClient(first.base_url, key=params["engine_key"],
-                                                 verify_tls=params["validate_certs"],
+                                                 verify_tls=engine_tls_verify(params),
                                                  timeout=params["request_timeout"])
             with lock:
                 clients.append(client)

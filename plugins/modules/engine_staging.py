@@ -105,7 +105,7 @@ notes:
     C(sync), used in the helper container that seeds the brain.
   - The staging Engine has the production Engine's key and provider keys. Remove it (O(state=absent)) once its evals
     are done.
-  - O(engine_url), O(engine_key), O(validate_certs) are not used.
+  - O(engine_url), O(engine_key), O(engine_validate_certs) and O(engine_ca_path) are not used.
 seealso:
   - module: engineops.fleet.engine_snapshot
   - module: engineops.fleet.engine_container
