@@ -99,6 +99,23 @@ def ensure_image(client: docker.DockerClient) -> str:
     return ref
 
 
+def run_dockerhost(outer: docker.DockerClient, image: str, name: str, labels: dict[str, str], *,
+                   ports: dict[str, int], environment: dict[str, str], volumes: dict | None = None):
+    """Start a Docker host container ``name`` (its own dockerd on a volume of its own); ``ports`` are published
+    on the controller's 127.0.0.1."""
+    outer.volumes.create(f"{name}-docker", labels=labels)
+    return outer.containers.run(
+        image, name=name, hostname=name, detach=True,
+        cap_add=list(CAPABILITIES),
+        security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+        volumes={f"{name}-docker": {"bind": "/var/lib/docker", "mode": "rw"},
+                 "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}, **(volumes or {})},
+        ports={inside: ("127.0.0.1", port) for inside, port in ports.items()},
+        environment=environment,
+        labels=labels,
+    )
+
+
 def _keygen(path: Path) -> str:
     """Make an ed25519 key pair at ``path``; return the public key's line."""
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
@@ -162,18 +179,8 @@ class DockerHost:
         key = base64.b64encode(self.host_key.read_bytes()).decode()
         with self.bed.known_hosts.open("a") as known:
             known.write(f"[127.0.0.1]:{self.ssh_port} {public.rsplit(' ', 1)[0]}\n")
-        labels = self.bed.labels()
-        self.bed.outer.volumes.create(f"{self.name}-docker", labels=labels)
-        self.bed.outer.containers.run(
-            image, name=self.name, hostname=self.name, detach=True,
-            cap_add=list(CAPABILITIES),
-            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
-            volumes={f"{self.name}-docker": {"bind": "/var/lib/docker", "mode": "rw"},
-                     "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-            ports={"22/tcp": ("127.0.0.1", self.ssh_port)},
-            environment={"AUTHORIZED_KEY": self.bed.client_public, "HOST_KEY": key},
-            labels=labels,
-        )
+        run_dockerhost(self.bed.outer, image, self.name, self.bed.labels(), ports={"22/tcp": self.ssh_port},
+                       environment={"AUTHORIZED_KEY": self.bed.client_public, "HOST_KEY": key})
 
     def wait_ready(self, timeout: float = 90) -> None:
         """Wait until sshd lets the test bed in and the host's dockerd answers; open the test bed's channels."""

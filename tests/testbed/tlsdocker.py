@@ -2,9 +2,8 @@
 
 :func:`make_pki` writes a CA, a server certificate (127.0.0.1, localhost,
 ``SERVER_NAME``), a client certificate the CA signed and one a stranger CA
-signed, with ``openssl``. :class:`TLSDockerd` runs ``dockerd`` beside the
-main daemon (its own data, exec root and pid file; no bridge, no iptables)
-on ``tcp://127.0.0.1:<port>`` with ``--tlsverify``. :class:`TLSFront` is a
+signed, with ``openssl``. :class:`TLSDockerd` runs ``dockerd --tlsverify``
+in a test bed Docker host container, published on ``tcp://127.0.0.1:<port>``. :class:`TLSFront` is a
 TLS-terminating TCP forwarder on 127.0.0.1, so an Engine's plain HTTP port
 can be reached as ``https://``.
 """
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -85,14 +83,16 @@ def make_pki(where: Path) -> PKI:
 
 
 class TLSDockerd:
-    """``dockerd --tlsverify`` on 127.0.0.1:<port>, its state under ``root``."""
+    """``dockerd --tlsverify`` on 127.0.0.1:<port>: a test bed Docker host container (tests/testbed/dockerhosts.py)
+    whose daemon listens on TCP with the PKI's server certificate. It runs in its own network namespace, so it
+    leaves the main daemon's bridge alone (a second dockerd on this machine's own network would not)."""
 
     def __init__(self, root: Path, pki: PKI) -> None:
         self.root = root
         self.pki = pki
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.log = root / "dockerd.log"
+        self.name = f"dockerd-tls-{self.port}"
+        self.outer = None
 
     @property
     def url(self) -> str:
@@ -107,28 +107,28 @@ class TLSDockerd:
         return ["docker", "-H", self.url, "--tlsverify", "--tlscacert", self.pki.ca,
                 "--tlscert", self.pki.path("client.pem"), "--tlskey", self.pki.path("client-key.pem")]
 
-    def start(self, timeout: float = 90) -> None:
-        for sub in ("data", "exec"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-                 "--pidfile", str(self.root / "dockerd.pid"), "-H", self.url,
-                 "--tlsverify", "--tlscacert", self.pki.ca, "--tlscert", self.pki.path("server.pem"),
-                 "--tlskey", self.pki.path("server-key.pem"),
-                 "--bridge=none", "--iptables=false", "--ip-masq=false"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+    def start(self, outer, timeout: float = 90) -> None:
+        from tests.testbed.dockerhosts import ensure_image, run_dockerhost
+        from tests.testbed.fleet import KIND_LABEL, LABEL, OWNER_LABEL
+
+        self.outer = outer
+        labels = {LABEL: self.name, KIND_LABEL: "test", OWNER_LABEL: str(os.getpid())}
+        args = ("-H tcp://0.0.0.0:2376 --tlsverify --tlscacert /pki/ca.pem --tlscert /pki/server.pem "
+                "--tlskey /pki/server-key.pem")
+        container = run_dockerhost(outer, ensure_image(outer), self.name, labels, ports={"2376/tcp": self.port},
+                                   environment={"DOCKERD_ARGS": args},
+                                   volumes={str(self.pki.dir): {"bind": "/pki", "mode": "ro"}})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            container.reload()
+            if container.status != "running":
+                raise RuntimeError(f"{self.name} stopped: {container.logs()[-2000:]!r}")
             done = subprocess.run([*self.cli(), "version", "--format", "{{.Server.Version}}"],
                                   capture_output=True, text=True, timeout=30, check=False)
             if done.returncode == 0:
                 return
             time.sleep(0.5)
-        raise TimeoutError(f"dockerd on {self.url} not up after {timeout:.0f}s: {self.log.read_text()[-2000:]}")
+        raise TimeoutError(f"dockerd on {self.url} not up after {timeout:.0f}s")
 
     def load(self, image: str) -> None:
         """Copy ``image`` from the main daemon into this one."""
@@ -140,19 +140,10 @@ class TLSDockerd:
             raise RuntimeError(f"cannot load {image} into {self.url}: {loaded.stderr!r}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        subprocess.run([*self.cli(), "rm", "-f", *self.containers()], capture_output=True, timeout=120, check=False)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        if self.outer is not None:
+            from tests.testbed.fleet import LABEL, remove_labelled
 
-    def containers(self) -> list[str]:
-        done = subprocess.run([*self.cli(), "ps", "-aq"], capture_output=True, text=True, timeout=60, check=False)
-        return done.stdout.split()
+            remove_labelled(self.outer, f"{LABEL}={self.name}")
 
 
 class TLSFront:
@@ -214,12 +205,3 @@ class TLSFront:
         back.join(timeout=30)
         tls.close()
         upstream.close()
-
-
-def dockerd_usable() -> str | None:
-    """Why a second dockerd cannot run here, or None."""
-    if shutil.which("dockerd") is None or shutil.which("openssl") is None:
-        return "dockerd or openssl is not installed"
-    if os.geteuid() != 0:
-        return "a second dockerd needs root"
-    return None
