@@ -58,8 +58,9 @@ lint: venv
 	@$(VENV)/bin/antsibull-changelog lint
 
 # Benchmarks: ratios against a baseline measured in the same run.
-bench: images
+bench: images collection-path
 	$(PY) benchmarks/snapshot_1gib.py
+	$(PY) benchmarks/inventory_scale.py
 
 # How often engine_eval and engine_metrics miss a planted regression or fail A/A (about 20 min).
 bench-verdicts: images

@@ -577,11 +577,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _host_name(self, host_vars: dict[str, Any], extra: dict[str, Any]) -> str:
         expression = self.get_option("hostname")
+        variables = {**host_vars, **extra}
+        if expression.isidentifier() and expression in variables:
+            return self._checked_host_name(expression, variables[expression], host_vars)  # no template to compile
         try:
-            name = self._compose(expression, {**host_vars, **extra})
+            name = self._compose(expression, variables)
         except Exception as exc:
             raise AnsibleParserError(
                 f"hostname {expression!r} fails for the Engine {host_vars['engine_name']!r}: {exc}") from None
+        return self._checked_host_name(expression, name, host_vars)
+
+    @staticmethod
+    def _checked_host_name(expression: str, name: Any, host_vars: dict[str, Any]) -> str:
         if not isinstance(name, str) or not name:
             raise AnsibleParserError(
                 f"hostname {expression!r} gives {name!r} for the Engine {host_vars['engine_name']!r}; "

@@ -398,7 +398,13 @@ def test_strict_fails_on_an_expression_that_fails(build):
         build({**config, "strict": True}, listing)
 
 
+def test_hostname_may_name_another_variable(build):
+    inventory = build({**TWO_HOSTS, "hostname": "engine_volume"}, {"a": [summary("engine-1", volume="vol-1")], "b": []})
+    assert members(inventory, "engines") == ["vol-1"]
+
+
 @pytest.mark.parametrize(("config", "message"), [
+    ({"hostname": "engine_previous_image"}, "hostname 'engine_previous_image' gives None for the Engine 'engine-1'"),
     ({"canary_percent": 0}, "canary_percent: canary_cohort: percent 0 must be above 0 and at most 100"),
     ({"hostname": "engine_labels['missing']"}, "hostname \"engine_labels['missing']\" fails for the Engine 'engine-1'"),
     ({"hostname": "''"}, "it must give a non-empty string"),
