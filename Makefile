@@ -58,7 +58,7 @@ lint: venv
 	@$(VENV)/bin/antsibull-changelog lint
 
 # Benchmarks: ratios against a baseline measured in the same run.
-bench: images collection-path
+bench: images
 	$(PY) benchmarks/snapshot_1gib.py
 	$(PY) benchmarks/inventory_scale.py
 

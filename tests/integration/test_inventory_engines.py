@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import yaml
 
 from ansible_collections.engineops.fleet.plugins.filter.fleet import canary_cohort
 from tests.engine_sim import releases
-from tests.integration.conftest import BIN, ansible_env
+from tests.integration.conftest import BIN, ROOT, ansible_env
 from tests.integration.rollouts import FAST, explain, versions
 from tests.testbed.fleet import LABEL
 from tests.testbed.images import image_ref
@@ -255,6 +256,28 @@ def test_an_unreachable_docker_host_is_named(make_fleet, tmp_path):
     proc = inventory_cli(tmp_path, write_config(tmp_path / "inventory", fleet, docker_hosts=hosts, timeout=5), "--list")
     assert proc.returncode != 0
     assert f"Cannot list the Engine containers of Docker host down (tcp://127.0.0.1:{port})" in proc.stderr, explain(proc)
+
+
+def test_the_demo_inventory(make_fleet, tmp_path):
+    """inventories/demo as shipped, but for a test fleet: its label, and the demo's key when ENGINE_KEY is unset."""
+    fleet = make_fleet(2, key="demo-key-not-a-secret")
+    folder = tmp_path / "demo"
+    shutil.copytree(ROOT / "inventories" / "demo", folder)
+    config_file = folder / "demo.engines.yml"
+    config = yaml.safe_load(config_file.read_text())
+    assert config["labels"] == [f"{LABEL}=demo"]
+    config_file.write_text(yaml.safe_dump({**config, "labels": [f"{LABEL}={fleet.prefix}"]}))
+    data = listed(tmp_path, folder)
+    assert group_hosts(data, "engines") == sorted(e.name for e in fleet.engines)
+    playbook = tmp_path / "key.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Export", "hosts": "engines", "gather_facts": False, "tasks": [
+        {"name": "Export", "ansible.builtin.uri": {"url": "{{ engine_url }}/memory/export",
+                                                   "headers": {"X-Engine-Key": "{{ engine_key }}"}}}]}]))
+    env = ansible_env(tmp_path)
+    env.pop("ENGINE_KEY", None)
+    proc = subprocess.run([str(BIN / "ansible-playbook"), str(playbook), "-i", str(folder)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, explain(proc)
 
 
 @pytest.mark.timeout(2400)  # real Engines upgraded; slow on a loaded machine

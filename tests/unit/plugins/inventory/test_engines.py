@@ -7,10 +7,11 @@ listing (the Docker calls themselves run for real in tests/integration/test_inve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from ansible.errors import AnsibleError, AnsibleParserError
-
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import trust_as_template
@@ -18,6 +19,8 @@ from ansible.template import trust_as_template
 from ansible_collections.engineops.fleet.plugins.filter.fleet import canary_cohort
 from ansible_collections.engineops.fleet.plugins.inventory import engines as plugin
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import facts_from_inspect
+
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def summary(name, image="127.0.0.1:5000/september-engine:2.3.0", port=9001, ip="127.0.0.1", state="running",
@@ -416,3 +419,21 @@ def test_bad_options_are_refused(build, config, message):
         build({**TWO_HOSTS, **config}, {"a": [summary("engine-1")], "b": []})
     assert message in str(caught.value)
     assert "plain-key-value" not in str(caught.value)
+
+
+def test_the_example_inventory(build):
+    config = yaml.safe_load((ROOT / "inventories" / "example" / "example.engines.yml").read_text())
+    image = "registry.example.com/september-engine:2.3.0"
+    listing = {"engines-a.example.com": [summary("engine-001", image=image)],
+               "engines-b.example.com": [summary("engine-005", image=image, port=9005)],
+               "engines-c.example.com": [summary("engine-009", image="127.0.0.1:5000/september-engine:2.3.0")]}
+    inventory = build({k: v for k, v in config.items() if k != "plugin"}, listing)
+    assert members(inventory, "engines") == ["engine-001", "engine-005"]  # engine-009 is from another registry
+    assert members(inventory, "docker_host_engines_b_example_com") == ["engine-005"]
+    got = host_vars(inventory, "engine-005")
+    assert {k: got[k] for k in ("ansible_host", "ansible_user", "engine_docker_host", "engine_url")} == {
+        "ansible_host": "engines-b.example.com", "ansible_user": "engineops",
+        "engine_docker_host": "unix:///var/run/docker.sock", "engine_url": "http://127.0.0.1:9005"}
+    assert got["engine_key"] == config["key_template"] and "{{" in got["engine_key"]
+    entry = plugin.docker_host_entries(config["docker_hosts"])[2]
+    assert (entry.host_vars["ansible_port"], entry.docker_options["use_ssh_client"]) == (2222, True)
