@@ -113,6 +113,9 @@ options:
           - The Docker daemon as the modules see it from where they run, the Engines' C(engine_docker_host).
           - By default O(docker_hosts[].docker_host) when the Engines' connection is V(local), else the Docker host's
             own socket V(unix:///var/run/docker.sock).
+          - By default with the V(local) connection, the Docker host's other connection options are passed on too, as
+            the variables the roles and playbooks give the modules, C(engine_docker_<option>) (C(engine_docker_tls),
+            C(engine_docker_ca_path)...).
         type: str
       vars:
         description:
@@ -227,6 +230,7 @@ from ansible_collections.engineops.fleet.plugins.filter.fleet import canary_coho
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import (
     DEFAULT_DOCKER_HOST,
     DOCKER_IMPORT_ERROR,
+    DOCKER_OPTION_ENV,
     HAS_DOCKER,
     DockerException,
     EngineDockerError,
@@ -240,10 +244,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._version import (
     parse_image_ref,
 )
 
-DOCKER_OPTIONS = (
-    "docker_host", "tls", "validate_certs", "ca_path", "client_cert", "client_key", "tls_hostname", "api_version",
-    "use_ssh_client",
-)
+DOCKER_OPTIONS = tuple(DOCKER_OPTION_ENV)  # docker_host, tls, validate_certs, ca_path, ... as community.docker
 CONNECTION_VARS = ("ansible_connection", "ansible_host", "ansible_port", "ansible_user")
 ENTRY_KEYS = ("name", *DOCKER_OPTIONS, *CONNECTION_VARS, "engine_docker_host", "vars")
 # What the plugin keeps of a container of GET /containers/json (and caches).
@@ -319,12 +320,16 @@ def docker_host_entry(raw: Any, index: int) -> DockerHostEntry:
         raise AnsibleParserError(f"{where}.vars sets {', '.join(clashing)}: set them on {where} itself")
     if "engine_key" in extra:
         require_lazy_key(extra["engine_key"], f"{where}.vars.engine_key")
-    engine_docker_host = raw.get("engine_docker_host") or (url if local else DEFAULT_DOCKER_HOST)
-    return DockerHostEntry(
-        name=name,
-        docker_options={key: raw[key] for key in DOCKER_OPTIONS if raw.get(key) is not None},
-        host_vars={**extra, **connection, "engine_docker_host": engine_docker_host},
-    )
+    docker_options = {key: raw[key] for key in DOCKER_OPTIONS if raw.get(key) is not None}
+    if raw.get("engine_docker_host"):
+        module_docker = {"engine_docker_host": raw["engine_docker_host"]}
+    elif local:  # the modules run here and reach the daemon as this plugin does
+        module_docker = {f"engine_{key}" if key == "docker_host" else f"engine_docker_{key}": value
+                         for key, value in docker_options.items()}
+    else:  # the modules run on the Docker host itself
+        module_docker = {"engine_docker_host": DEFAULT_DOCKER_HOST}
+    return DockerHostEntry(name=name, docker_options=docker_options,
+                           host_vars={**module_docker, **extra, **connection})
 
 
 def docker_host_entries(raw: Any) -> list[DockerHostEntry]:

@@ -65,8 +65,14 @@ def facts(item):
     ({"docker_host": "tcp://docker-c:2376", "tls": True, "ansible_host": "10.0.0.3"}, "docker-c",
      {"ansible_host": "10.0.0.3", "engine_docker_host": "unix:///var/run/docker.sock"}),
     # The modules run here, against the same daemon the plugin lists.
-    ({"docker_host": "tcp://docker-c:2376", "ansible_connection": "local"}, "docker-c",
-     {"ansible_connection": "local", "engine_docker_host": "tcp://docker-c:2376"}),
+    ({"docker_host": "tcp://docker-c:2376", "ansible_connection": "local", "validate_certs": True, "ca_path": "/ca.pem",
+      "client_cert": "/c.pem", "client_key": "/k.pem"}, "docker-c",
+     {"ansible_connection": "local", "engine_docker_host": "tcp://docker-c:2376", "engine_docker_validate_certs": True,
+      "engine_docker_ca_path": "/ca.pem", "engine_docker_client_cert": "/c.pem", "engine_docker_client_key": "/k.pem"}),
+    # ... but not a daemon the modules see otherwise.
+    ({"docker_host": "tcp://docker-c:2376", "ansible_connection": "local", "tls": True,
+      "engine_docker_host": "unix:///var/run/docker.sock"}, "docker-c",
+     {"ansible_connection": "local", "engine_docker_host": "unix:///var/run/docker.sock"}),
     ({"docker_host": "ssh://ops@docker-d", "ansible_connection": "local"}, "docker-d",
      {"ansible_connection": "local", "engine_docker_host": "ssh://ops@docker-d"}),
     ({"docker_host": "ssh://ops@docker-e", "engine_docker_host": "tcp://127.0.0.1:2375"}, "docker-e",
