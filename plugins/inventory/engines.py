@@ -122,6 +122,12 @@ options:
           - More variables for the Engines of this Docker host, for example C(ansible_python_interpreter).
           - A C(engine_key) here must be a template, as O(key_template).
         type: dict
+  docker_host_defaults:
+    description:
+      - Keys every item of O(docker_hosts) gets unless it sets them itself, for example V(use_ssh_client) or
+        V(vars) (replaced whole, not merged, by an item's own V(vars)).
+    type: dict
+    default: {}
   image_repositories:
     description:
       - The image repositories of Engines, without tag. A repository without registry matches it on any registry
@@ -182,11 +188,13 @@ EXAMPLES = r"""
 plugin: engineops.fleet.engines
 docker_hosts:
   - docker_host: ssh://engineops@docker-a.example.com
-    use_ssh_client: true
   - docker_host: ssh://engineops@docker-b.example.com:2222
-    use_ssh_client: true
     vars:
-      ansible_python_interpreter: /opt/engineops/venv/bin/python
+      ansible_python_interpreter: /opt/engineops/venv/bin/python3.11
+docker_host_defaults:
+  use_ssh_client: true
+  vars:
+    ansible_python_interpreter: /opt/engineops/venv/bin/python
 key_template: "{{ lookup('ansible.builtin.env', 'ENGINE_KEY') }}"
 
 # A daemon with TLS client certificates; the modules run on that host through SSH
@@ -332,10 +340,16 @@ def docker_host_entry(raw: Any, index: int) -> DockerHostEntry:
                            host_vars={**module_docker, **extra, **connection})
 
 
-def docker_host_entries(raw: Any) -> list[DockerHostEntry]:
+def docker_host_entries(raw: Any, defaults: Any = None) -> list[DockerHostEntry]:
+    """Every item of ``docker_hosts``, with the keys of ``docker_host_defaults`` it does not set."""
     if not isinstance(raw, list) or not raw:
         raise AnsibleParserError("docker_hosts must be a non-empty list of Docker hosts, each with its docker_host URL")
-    entries = [docker_host_entry(item, index) for index, item in enumerate(raw)]
+    if not isinstance(defaults or {}, Mapping):
+        raise AnsibleParserError("docker_host_defaults must be a mapping of docker_hosts keys to values")
+    entries = [
+        docker_host_entry({**(defaults or {}), **item} if isinstance(item, Mapping) else item, index)
+        for index, item in enumerate(raw)
+    ]
     seen: dict[str, str] = {}
     for entry in entries:
         if entry.name in seen:
@@ -499,7 +513,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         """Check the options, list the containers (or read the cache) and make the hosts and groups."""
         if not HAS_DOCKER:
             raise AnsibleError(f"The engineops.fleet.engines inventory needs the Python library docker: {DOCKER_IMPORT_ERROR}")
-        entries = docker_host_entries(self.get_option("docker_hosts"))
+        entries = docker_host_entries(self.get_option("docker_hosts"), self.get_option("docker_host_defaults"))
         selector = EngineSelector.from_options(
             self.get_option("labels"), self.get_option("image_repositories"), self.get_option("include_stopped"))
         key_template = self.get_option("key_template")

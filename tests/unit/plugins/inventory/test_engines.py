@@ -115,6 +115,20 @@ def test_docker_host_entry_refuses_what_cannot_work(raw, message):
     assert "s3cr3t-literal" not in str(caught.value)
 
 
+def test_docker_host_defaults_fill_in_what_an_item_does_not_set():
+    defaults = {"use_ssh_client": True, "vars": {"ansible_python_interpreter": "/venv/bin/python"}}
+    entries = plugin.docker_host_entries(
+        [{"docker_host": "ssh://ops@docker-a"}, {"docker_host": "ssh://ops@docker-b", "use_ssh_client": False,
+                                                  "vars": {"ansible_become": True}}], defaults)
+    assert [e.docker_options["use_ssh_client"] for e in entries] == [True, False]
+    assert entries[0].host_vars["ansible_python_interpreter"] == "/venv/bin/python"
+    assert "ansible_python_interpreter" not in entries[1].host_vars and entries[1].host_vars["ansible_become"] is True
+    with pytest.raises(AnsibleParserError, match="docker_host_defaults must be a mapping"):
+        plugin.docker_host_entries([{"docker_host": "ssh://a"}], ["use_ssh_client"])
+    with pytest.raises(AnsibleParserError, match=r"docker_hosts\[0\] has unknown key\(s\) tls_verify"):
+        plugin.docker_host_entries([{"docker_host": "ssh://a"}], {"tls_verify": True})
+
+
 def test_docker_host_entries_need_distinct_names():
     with pytest.raises(AnsibleParserError, match="Two Docker hosts are named 'docker-a'"):
         plugin.docker_host_entries([{"docker_host": "ssh://docker-a"}, {"docker_host": "tcp://docker-a:2376",
