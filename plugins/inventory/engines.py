@@ -98,7 +98,7 @@ options:
         type: str
       ansible_host:
         description:
-          - The Engines' C(ansible_host): the address Ansible reaches the Docker host at.
+          - The Engines' C(ansible_host), the address Ansible reaches the Docker host at.
           - By default the host of an V(ssh://) O(docker_hosts[].docker_host). Required for a V(tcp://) daemon
             unless O(docker_hosts[].ansible_connection=local).
         type: str
