@@ -284,6 +284,29 @@ class DockerHostEntry:
         return self.docker_options["docker_host"]
 
 
+def engine_connection(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The Ansible connection variables of a Docker host's Engines: as given, else what its URL implies."""
+    url = raw["docker_host"]
+    parts = urlsplit(url)
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise AnsibleParserError(f"{where}.docker_host={url!r} has a port that is not a number") from None
+    connection = {key: raw[key] for key in CONNECTION_VARS if raw.get(key) is not None}
+    local = connection.get("ansible_connection") == "local"
+    if parts.scheme == "ssh" and not local:
+        derived = {"ansible_host": parts.hostname, "ansible_port": url_port, "ansible_user": parts.username}
+        return {**{k: v for k, v in derived.items() if v is not None}, **connection}
+    if parts.scheme in ("unix", "npipe") and "ansible_host" not in connection:
+        return {"ansible_connection": "local", **connection}
+    if "ansible_host" not in connection and not local:
+        raise AnsibleParserError(
+            f"{where} ({url}) needs ansible_host, the address Ansible reaches that Docker host at over SSH, "
+            "or ansible_connection: local to run the modules on this machine against that daemon"
+        )
+    return connection
+
+
 def docker_host_entry(raw: Any, index: int) -> DockerHostEntry:
     """Check one item of ``docker_hosts`` and fill in what its URL implies."""
     where = f"docker_hosts[{index}]"
@@ -300,22 +323,7 @@ def docker_host_entry(raw: Any, index: int) -> DockerHostEntry:
             "tcp://docker-a.example.com:2376 or ssh://engineops@docker-a.example.com"
         )
     parts = urlsplit(url)
-    try:
-        url_port = parts.port
-    except ValueError:
-        raise AnsibleParserError(f"{where}.docker_host={url!r} has a port that is not a number") from None
-    connection = {key: raw[key] for key in CONNECTION_VARS if raw.get(key) is not None}
-    local = connection.get("ansible_connection") == "local"
-    if scheme == "ssh" and not local:
-        derived = {"ansible_host": parts.hostname, "ansible_port": url_port, "ansible_user": parts.username}
-        connection = {**{k: v for k, v in derived.items() if v is not None}, **connection}
-    elif scheme in ("unix", "npipe") and "ansible_host" not in connection:
-        connection.setdefault("ansible_connection", "local")
-    elif "ansible_host" not in connection and not local:
-        raise AnsibleParserError(
-            f"{where} ({url}) needs ansible_host, the address Ansible reaches that Docker host at over SSH, "
-            "or ansible_connection: local to run the modules on this machine against that daemon"
-        )
+    connection = engine_connection(raw, where)
     local = connection.get("ansible_connection") == "local"
     name = raw.get("name") or (parts.hostname if scheme not in ("unix", "npipe") else "localhost")
     if not isinstance(name, str) or not name:
@@ -401,7 +409,7 @@ class EngineSelector:
         try:
             repository = parse_image_ref(summary.get("Image") or "").repository
         except VersionError:
-            return False  # an image id: Docker lost the reference
+            return False  # not an image reference
         return any(
             repository == wanted or (repository_path(wanted) == wanted and repository_path(repository) == wanted)
             for wanted in self.image_repositories
