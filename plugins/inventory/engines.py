@@ -37,6 +37,7 @@ author:
   - engineops.fleet contributors (@engineops)
 requirements:
   - docker (Python library, on the controller)
+  - paramiko (Python library, on the controller) for V(ssh://) Docker hosts, also with O(docker_hosts[].use_ssh_client)
 extends_documentation_fragment:
   - ansible.builtin.constructed
   - ansible.builtin.inventory_cache

@@ -306,3 +306,66 @@ def test_playbooks_run_over_the_plugin_inventory(make_fleet, run_playbook, tmp_p
     data = listed(tmp_path, source)
     assert group_hosts(data, "engine_version_" + releases.tag("patch").replace(".", "_")) == sorted(
         e.name for e in fleet.engines)
+
+
+@pytest.mark.timeout(2400)  # Docker hosts behind SSH on a loaded machine
+def test_docker_hosts_over_ssh(ssh_bed, make_ssh_fleet, tmp_path):
+    """The plugin lists the Engines of the SSH test bed's Docker hosts through ssh:// (use_ssh_client), and the
+    playbooks run on those hosts over SSH with what it made."""
+    fleets = make_ssh_fleet(2)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # The ssh command the Docker SDK runs (and Ansible's) with the test bed's key and known_hosts, as an
+    # operator's ~/.ssh/config would give them.
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host 127.0.0.1\n  IdentityFile {ssh_bed.client_key}\n  IdentitiesOnly yes\n"
+                      f"  UserKnownHostsFile {ssh_bed.known_hosts}\n  StrictHostKeyChecking yes\n  BatchMode yes\n")
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {config} \"$@\"\n")
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for fleet in fleets:
+        for engine in fleet.engines:
+            (keys / engine.name).write_text(engine.key)
+    hosts = []
+    for host in ssh_bed.hosts:
+        own = {k: v for k, v in host.inventory_vars().items() if k not in ("ansible_host", "ansible_port", "ansible_user")}
+        hosts.append({"name": host.name, "docker_host": f"ssh://root@127.0.0.1:{host.ssh_port}", "use_ssh_client": True,
+                      "vars": own})
+    folder = tmp_path / "inventory"
+    source = write_config(folder, fleets[0], docker_hosts=hosts, labels=[], timeout=120,
+                          key_template="{{ lookup('ansible.builtin.file', '%s/' ~ engine_name) }}" % keys)
+    data = listed(tmp_path, source, **env)
+    hostvars = data["_meta"]["hostvars"]
+    for host, fleet in zip(ssh_bed.hosts, fleets):
+        group = "docker_host_" + host.name.replace("-", "_")
+        assert group_hosts(data, group) == sorted(e.name for e in fleet.engines)
+        for engine in fleet.engines:
+            got = {k: plain(hostvars[engine.name][k]) for k in
+                   ("engine_url", "engine_docker_host", "ansible_host", "ansible_port", "ansible_user", "engine_version")}
+            assert got == {"engine_url": f"http://127.0.0.1:{engine.published_port}",
+                           "engine_docker_host": "unix:///var/run/docker.sock", "ansible_host": "127.0.0.1",
+                           "ansible_port": host.ssh_port, "ansible_user": "root",
+                           "engine_version": releases.tag("baseline")}
+    assert not any(e.key in json.dumps(data) for fleet in fleets for e in fleet.engines)
+
+    # The health playbook and a keyed call run on the Docker hosts, against their own socket and 127.0.0.1.
+    (folder / "group_vars").mkdir()
+    (folder / "group_vars" / "engines.yml").write_text(yaml.safe_dump({"engine_health_timeout": 60}))
+    full_env = ansible_env(tmp_path, ANSIBLE_INVENTORY_UNPARSED_FAILED="1", ANSIBLE_FORKS="8", **env)
+    full_env.pop("ANSIBLE_PYTHON_INTERPRETER")  # each host's own Python, from the inventory
+    del full_env["ANSIBLE_CALLBACKS_ENABLED"]
+    health = subprocess.run([str(BIN / "ansible-playbook"), "engineops.fleet.health", "-i", str(folder)], env=full_env,
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert health.returncode == 0, explain(health)
+    assert health.stdout.count(f"{releases.tag('baseline')} ready") == 4, explain(health)
+    playbook = tmp_path / "export.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Export", "hosts": "engines", "gather_facts": False, "tasks": [
+        {"name": "Export", "ansible.builtin.uri": {"url": "{{ engine_url }}/memory/export",
+                                                   "headers": {"X-Engine-Key": "{{ engine_key }}"}}}]}]))
+    export = subprocess.run([str(BIN / "ansible-playbook"), str(playbook), "-i", str(folder)], env=full_env,
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert export.returncode == 0, explain(export)
+    assert "ok=1" in export.stdout and "failed=0" in export.stdout, explain(export)
