@@ -117,9 +117,9 @@ def test_docker_host_entry_refuses_what_cannot_work(raw, message):
 
 def test_docker_host_defaults_fill_in_what_an_item_does_not_set():
     defaults = {"use_ssh_client": True, "vars": {"ansible_python_interpreter": "/venv/bin/python"}}
-    entries = plugin.docker_host_entries(
-        [{"docker_host": "ssh://ops@docker-a"}, {"docker_host": "ssh://ops@docker-b", "use_ssh_client": False,
-                                                  "vars": {"ansible_become": True}}], defaults)
+    items = [{"docker_host": "ssh://ops@docker-a"},
+             {"docker_host": "ssh://ops@docker-b", "use_ssh_client": False, "vars": {"ansible_become": True}}]
+    entries = plugin.docker_host_entries(items, defaults)
     assert [e.docker_options["use_ssh_client"] for e in entries] == [True, False]
     assert entries[0].host_vars["ansible_python_interpreter"] == "/venv/bin/python"
     assert "ansible_python_interpreter" not in entries[1].host_vars and entries[1].host_vars["ansible_become"] is True
@@ -131,8 +131,8 @@ def test_docker_host_defaults_fill_in_what_an_item_does_not_set():
 
 def test_docker_host_entries_need_distinct_names():
     with pytest.raises(AnsibleParserError, match="Two Docker hosts are named 'docker-a'"):
-        plugin.docker_host_entries([{"docker_host": "ssh://docker-a"}, {"docker_host": "tcp://docker-a:2376",
-                                                                          "ansible_host": "docker-a"}])
+        plugin.docker_host_entries([{"docker_host": "ssh://docker-a"},
+                                    {"docker_host": "tcp://docker-a:2376", "ansible_host": "docker-a"}])
     with pytest.raises(AnsibleParserError, match="non-empty list"):
         plugin.docker_host_entries([])
 
@@ -392,8 +392,8 @@ def test_cache_reuses_the_listing_made_for_the_same_hosts(build):
 
 
 def test_without_cache_every_build_lists(build):
-    for _ in range(2):
-        build(TWO_HOSTS, {"a": [summary("engine-1")], "b": []})
+    build(TWO_HOSTS, {"a": [summary("engine-1")], "b": []})
+    build(TWO_HOSTS, {"a": [summary("engine-1")], "b": []})
     assert len(build.calls) == 2 and build.cache == {}
 
 
