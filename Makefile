@@ -60,6 +60,7 @@ lint: venv
 # Benchmarks: ratios against a baseline measured in the same run.
 bench: images
 	$(PY) benchmarks/snapshot_1gib.py
+	$(PY) benchmarks/inventory_scale.py
 
 # How often engine_eval and engine_metrics miss a planted regression or fail A/A (about 20 min).
 bench-verdicts: images

@@ -79,24 +79,6 @@ def test_canary_catches_a_bad_release_and_only_the_canary_is_touched(make_fleet,
     fleet.wait_healthy(30)
 
 
-@pytest.mark.parametrize("args", [
-    ["-i", "inventories/demo"],
-    ["-i", "inventories/example", "--vault-password-file", "inventories/example/vault-password.txt"],
-])
-def test_inventories_parse(args, tmp_path):
-    import json
-    import subprocess
-
-    from tests.integration.conftest import BIN, ROOT, ansible_env
-
-    proc = subprocess.run([str(BIN / "ansible-inventory"), *args, "--list"], cwd=ROOT, env=ansible_env(tmp_path),
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    hostvars = json.loads(proc.stdout)["_meta"]["hostvars"]
-    assert len(hostvars) == 12
-    assert all("engine_url" in v and "engine_key" in v for v in hostvars.values())
-
-
 def test_single_engine_is_watched_and_rolled_back_by_itself(make_fleet, play, tmp_path):
     fleet = make_fleet(1)
     inventory = write_inventory(fleet, tmp_path, engine_watch_seconds=10)

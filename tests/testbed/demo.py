@@ -2,7 +2,8 @@
 
 1. brings up the demo fleet: 12 reference Engines on the baseline release
    (``engine-demo-01`` .. ``engine-demo-12`` on 127.0.0.1:9001-9012) and
-   shows every Engine healthy;
+   shows every Engine healthy, and the inventory the engines inventory
+   plugin makes of it (``inventories/demo/demo.engines.yml``);
 2. with traffic flowing to every Engine, runs the upgrade playbook twice on
    ``inventories/demo``: a canary rollout to the safe patch (the canary is
    watched against the control cohort, then the rest go in batches), then a
@@ -33,12 +34,24 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_DIR = Path.home() / ".ansible" / "engineops" / "demo"
 
 
+def ansible_env(**extra: str) -> dict[str, str]:
+    """The environment of the demo's Ansible runs: the key reaches the inventory's key_template as AWX injects it,
+    and an inventory that cannot be read fails the run instead of leaving it without hosts."""
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".ansible" / "collections"), ENGINE_KEY=DEMO_KEY,
+                ANSIBLE_INVENTORY_UNPARSED_FAILED="1", **extra)
+
+
+def show_inventory() -> int:
+    """Print the demo inventory's groups as the engines inventory plugin finds them; the exit code."""
+    cmd = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(ROOT / "inventories" / "demo"), "--graph"]
+    print(f"\n$ {' '.join(cmd)}", flush=True)
+    return subprocess.run(cmd, env=ansible_env(), cwd=ROOT, check=False).returncode
+
+
 def rollout(name: str, extra: dict, run_id: str) -> tuple[int, list[Path]]:
     """Run the upgrade playbook on the demo inventory; its exit code and the report folders it wrote."""
     reports = DEMO_DIR / "reports"
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".ansible" / "collections"),
+    env = ansible_env(
         ANSIBLE_CALLBACKS_ENABLED="engineops.fleet.rollout_report",
         ANSIBLE_FORKS="12",
         ANSIBLE_DEPRECATION_WARNINGS="0",
@@ -72,7 +85,7 @@ def main() -> int:
             f"{body.get('status', '-'):<8} {body.get('uptime_seconds', 0):>6.1f}s  {subsystems}"
         )
     print(f"\n{len(fleet.engines) - unhealthy}/{len(fleet.engines)} Engines healthy. X-Engine-Key for the demo: {DEMO_KEY}")
-    if unhealthy:
+    if unhealthy or show_inventory() != 0:
         return 1
 
     run_id = time.strftime("%Y%m%dT%H%M%S")
