@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,7 +36,6 @@ from tests.integration.rollouts import FAST, container_ids, versions, with_traff
 
 AWX = ROOT / "extensions" / "awx"
 ASSETS = json.loads((AWX / "engineops-fleet.json").read_text())
-NO_LOG = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
 
 def template(playbook: str, job_type: str) -> dict:
@@ -57,6 +57,9 @@ def interpreter_without_the_key(tmp_path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"#!/bin/sh\nunset ENGINE_KEY\nexec {sys.executable} \"$@\"\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    probe = subprocess.run([str(path), "-c", "import os; print('ENGINE_KEY' in os.environ)"], capture_output=True,
+                           text=True, env=dict(os.environ, ENGINE_KEY="k"), check=True)
+    assert probe.stdout.strip() == "False"
     return path
 
 
@@ -139,10 +142,10 @@ class Job:
             assert self.key not in text, f"the Engine key is in {path}"
 
 
-def module_args(job: Job, action: str) -> list[dict]:
-    return [e["event_data"]["res"]["invocation"]["module_args"] for e in job.events()
-            if e.get("event") == "runner_on_ok" and e["event_data"].get("task_action") == action
-            and "invocation" in e["event_data"].get("res", {})]
+def eval_runs(job: Job) -> list[dict]:
+    """The ``run`` summary of every engine_eval result in the job's events."""
+    return [e["event_data"]["res"]["run"] for e in job.events()
+            if e.get("event") == "runner_on_ok" and e["event_data"].get("task_action") == "engineops.fleet.engine_eval"]
 
 
 def ledger_statuses(state_dir: Path, rollout: str) -> dict[str, str]:
@@ -190,9 +193,10 @@ def test_awx_jobs_plan_cancel_resume_and_roll_back(make_fleet, tmp_path):
     assert seen[first.name] == "verified" and seen.get(second.name) != "verified", seen
     assert versions(fleet)[first.name] == patch
     assert report.lost == [], report.summary()
-    # The key reached the modules as an argument, since their own environment has none (no_log in the events).
-    evals = module_args(job1, "engineops.fleet.engine_eval")
-    assert evals and all(args["engine_key"] == NO_LOG for args in evals), evals
+    # The evals (every turn needs the key) passed, though the modules' own environment has no ENGINE_KEY:
+    # the key reached them as an argument, read on the controller.
+    runs = eval_runs(job1)
+    assert runs and all(r["cases"] > 0 and r["passed"] == r["cases"] and r["errors"] == 0 for r in runs), runs
     job1.assert_no_key_anywhere(state)
     cancelled = container_ids(fleet)
 
@@ -211,9 +215,11 @@ def test_awx_jobs_plan_cancel_resume_and_roll_back(make_fleet, tmp_path):
     assert resumed[second.name] in ([], ["start"], ["finish_upgrade"]), resumed
     stats = [e for e in job2.events() if e.get("event") == "playbook_on_stats"]
     assert len(stats) == 1 and not stats[0]["event_data"]["failures"], stats
-    # The report, from the project's ansible.cfg, in the state dir: both Engines, across both jobs.
-    [report_json] = (state / "reports").glob(f"upgrade-{patch}-*/report.json")
-    engines = {e["engine"]: e["status"] for e in json.loads(report_json.read_text())["engines"]}
+    # The reports, enabled by the project's ansible.cfg, in the state dir: the plan's, and job 2's with both
+    # Engines, across both jobs (job 1 was killed before it could write one).
+    reports = [json.loads(p.read_text()) for p in sorted((state / "reports").glob(f"upgrade-{patch}-*/report.json"))]
+    assert [r["run"]["check_mode"] for r in reports] == [True, False], [r["run"] for r in reports]
+    engines = {e["engine"]: e["status"] for e in reports[-1]["engines"]}
     assert engines == {first.name: "verified", second.name: "verified"}
     job2.assert_no_key_anywhere(state)
 
