@@ -252,21 +252,27 @@ def _injector_templates(node, key=""):
         yield key, node
 
 
-class _Unsafe(str):
-    """A string AWX writes with ``!unsafe`` (anything a user gave at launch): Ansible never templates it."""
+class _UnsafeDumper(yaml.SafeDumper):
+    """AWX's SafeStringDumper: every string, key or value, written ``!unsafe``."""
 
-
-yaml.SafeDumper.add_representer(_Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data)))
+    def represent_data(self, data):
+        if isinstance(data, str):
+            return self.represent_scalar("!unsafe", data)
+        return super().represent_data(data)
 
 
 def extravars_file(template: dict, answers: dict) -> str:
-    """The ``env/extravars`` AWX writes for a launch of ``template`` with ``answers``.
+    """The ``env/extravars`` AWX writes for a launch of ``template`` with ``answers`` (its ``safe_dump``).
 
-    The job template's own extra vars are safe (only its admins set them);
-    survey defaults and answers are strings a user may have typed, so AWX
-    tags them ``!unsafe`` (ALLOW_JINJA_IN_EXTRA_VARS ``template``, its default).
+    A variable whose value is the job template's own (only its admins set
+    those) is written plainly; any other, a survey default or answer a user
+    may have typed, is tagged ``!unsafe``, key and value
+    (ALLOW_JINJA_IN_EXTRA_VARS ``template``, AWX's default). ansible-core
+    reads an empty ``!unsafe ''`` as null.
     """
     own = yaml.safe_load(template.get("extra_vars") or "") or {}
-    extra = launch_extra_vars(template, answers)
-    tagged = {k: (_Unsafe(v) if isinstance(v, str) and (k not in own or own[k] != v) else v) for k, v in extra.items()}
-    return yaml.safe_dump(tagged, default_flow_style=False)
+    parts = []
+    for key, value in launch_extra_vars(template, answers).items():
+        dumper = yaml.SafeDumper if key in own and own[key] == value else _UnsafeDumper
+        parts.append(yaml.dump_all([{key: value}], None, Dumper=dumper, default_flow_style=False))
+    return "".join(parts)

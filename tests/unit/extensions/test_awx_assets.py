@@ -223,5 +223,6 @@ def test_the_extra_vars_file_marks_what_a_user_typed_unsafe():
     [template] = [t for t in ASSETS["job_templates"] if t["job_type"] == "run" and t["playbook"] == "upgrade.yml"]
     text = extravars_file(template, {"engine_target_version": "{{ lookup('pipe', 'id') }}", "engine_rollout": "batched",
                                      "engine_failure_policy": "stop"})
-    assert "engine_target_version: !unsafe" in text and "engine_rollout: !unsafe 'batched'" in text
-    assert "engine_state_dir: /var/lib/engineops" in text and "engine_quarantine_cap: 1" in text
+    assert "!unsafe 'engine_target_version': !unsafe" in text and "!unsafe 'engine_rollout': !unsafe 'batched'" in text
+    assert "!unsafe 'engine_ack_major': !unsafe ''" in text  # the default of a question left empty
+    assert "engine_state_dir: /var/lib/engineops" in text and "!unsafe 'engine_quarantine_cap': 1" in text
