@@ -219,7 +219,7 @@ def credential_type_errors(ctype: dict) -> list[str]:
         if fid in ids:
             errors.append(f"field IDs must be unique ({fid})")
         ids.add(fid)
-        if "default" in field and type(field["default"]) is not {"string": str, "boolean": bool}.get(ftype):
+        if "default" in field and not isinstance(field["default"], {"string": str, "boolean": bool}.get(ftype, ())):
             errors.append(f"{field['default']} is not a {ftype}")
         errors += [f"{key} not allowed for {ftype} type ({fid})" for key in ("choices", "multiline", "format", "secret")
                    if key in field and ftype != "string"]

@@ -187,7 +187,7 @@ def test_awx_jobs_plan_cancel_resume_and_roll_back(make_fleet, tmp_path):
         return seen.get(first.name) == "verified"
 
     job1 = Job(tmp_path, "upgrade-1", template("upgrade.yml", "run"), answers, hosts, state, first.key)
-    _, report = with_traffic(fleet, lambda: job1.run(cancel_when=cancel_once_the_first_is_verified))
+    report = with_traffic(fleet, lambda: job1.run(cancel_when=cancel_once_the_first_is_verified))[1]
     assert job1.runner.status == "canceled" and job1.runner.rc == 254, job1.explain()
     assert (job1.artifacts / "status").read_text() == "canceled"
     assert seen[first.name] == "verified" and seen.get(second.name) != "verified", seen
@@ -202,7 +202,7 @@ def test_awx_jobs_plan_cancel_resume_and_roll_back(make_fleet, tmp_path):
 
     # Job 2, the same template in a fresh private data dir: the state dir says where the rollout stopped.
     job2 = Job(tmp_path, "upgrade-2", template("upgrade.yml", "run"), answers, hosts, state, first.key)
-    _, report = with_traffic(fleet, job2.run)
+    report = with_traffic(fleet, job2.run)[1]
     assert (job2.runner.status, job2.runner.rc) == ("successful", 0), job2.explain()
     assert (job2.artifacts / "rc").read_text() == "0"
     assert report.lost == [], report.summary()
@@ -226,7 +226,7 @@ def test_awx_jobs_plan_cancel_resume_and_roll_back(make_fleet, tmp_path):
     # The rollback job template, limited to one Engine, with the survey's defaults.
     rollback = Job(tmp_path, "rollback", template("rollback.yml", "run"), {"engine_rollback_restore_brain": "false"},
                    hosts, state, first.key, limit=first.name)
-    _, report = with_traffic(fleet, rollback.run)
+    report = with_traffic(fleet, rollback.run)[1]
     assert (rollback.runner.status, rollback.runner.rc) == ("successful", 0), rollback.explain()
     assert versions(fleet) == {first.name: releases.tag("baseline"), second.name: patch}
     assert report.lost == [], report.summary()
