@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ansible-lint, profile `production`, config .ansible-lint (empty skip_list).
 #
-#   scripts/lint.sh            # roles/, playbooks/ and the collection metadata
+#   scripts/lint.sh            # roles/, playbooks/, extensions/ and the collection metadata
 #   scripts/lint.sh PATH...    # only these
 #
 # Runs from .venv-sanity-2.19 (ansible-core 2.19 + ansible-lint, pinned in
@@ -22,7 +22,7 @@ targets=()
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
-  for p in roles playbooks galaxy.yml meta/runtime.yml; do
+  for p in roles playbooks galaxy.yml meta/runtime.yml meta/execution-environment.yml extensions; do
     if [ -e "$p" ]; then targets+=("$p"); fi
   done
 fi

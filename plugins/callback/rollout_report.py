@@ -27,12 +27,27 @@ requirements:
   - Enable it in C(ansible.cfg) with C(callbacks_enabled = engineops.fleet.rollout_report), or with
     E(ANSIBLE_CALLBACKS_ENABLED).
 options:
+  state_dir:
+    description:
+      - The home of the collection's state, as O(engineops.fleet.engine_ledger#module:state_dir) of the module; the
+        reports go to its C(reports) folder and the ledger is read from its C(ledger) folder unless O(directory) or
+        O(ledger_dir) say otherwise.
+      - Under AWX, a path that outlives the job, so that the reports outlive it too.
+    type: path
+    default: ~/.ansible/engineops
+    ini:
+      - section: engineops_rollout_report
+        key: state_dir
+    env:
+      - name: ENGINEOPS_STATE_DIR
+    vars:
+      - name: engine_state_dir
   directory:
     description:
       - The folder in which each report gets its own folder C(<rollout_id>-<timestamp>); created if missing.
       - A relative path is taken from the current folder (from the folder of C(ansible.cfg) when set there).
+      - If not set, C(<state_dir>/reports).
     type: path
-    default: ./rollout-reports
     ini:
       - section: engineops_rollout_report
         key: directory
@@ -45,8 +60,8 @@ options:
       - The ledger's folder, as O(engineops.fleet.engine_ledger#module:ledger_dir) of the module.
       - Used for a rollout named by O(rollout_id) when the run recorded nothing; otherwise the folder the module
         reported is read.
+      - If not set, C(<state_dir>/ledger).
     type: path
-    default: ~/.ansible/engineops/ledger
     ini:
       - section: engineops_rollout_report
         key: ledger_dir
@@ -77,7 +92,7 @@ options:
     env:
       - name: ENGINEOPS_ROLLOUT_PROGRESS
 notes:
-  - Variables in O(directory), O(ledger_dir) and O(rollout_id) are read from extra vars (C(-e)) only.
+  - Variables in O(state_dir), O(directory), O(ledger_dir) and O(rollout_id) are read from extra vars (C(-e)) only.
 seealso:
   - module: engineops.fleet.engine_ledger
 author:
@@ -97,10 +112,13 @@ from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.engineops.fleet.plugins.module_utils._ledger import (
     LEDGER_FORMAT,
+    LEDGER_SUBDIR,
     MID_UPGRADE,
+    REPORTS_SUBDIR,
     LedgerError,
     list_records,
     redact,
+    state_path,
     validate_name,
 )
 from ansible_collections.engineops.fleet.plugins.module_utils._snapshot import (
@@ -857,8 +875,8 @@ class CallbackModule(CallbackBase):
             extra = play.get_variable_manager().extra_vars
         except Exception:  # pylint: disable=broad-except
             return
-        for option, var in (("directory", "engine_report_dir"), ("ledger_dir", "engine_ledger_dir"),
-                            ("rollout_id", "engine_rollout_id")):
+        for option, var in (("state_dir", "engine_state_dir"), ("directory", "engine_report_dir"),
+                            ("ledger_dir", "engine_ledger_dir"), ("rollout_id", "engine_rollout_id")):
             value = extra.get(var) if hasattr(extra, "get") else None
             if isinstance(value, str) and value and "{{" not in value and "{%" not in value:
                 self._overrides[option] = os.path.expanduser(value) if option != "rollout_id" else value
@@ -967,9 +985,10 @@ class CallbackModule(CallbackBase):
                                                          "previews": {}}}
         if not rollouts:
             rollouts = {"": {"ledger_dir": None, "hosts": {}, "batches": {}, "previews": {}}}
-        directory = self._option("directory") or "./rollout-reports"
+        state_dir = self._option("state_dir")
+        directory = state_path(self._option("directory"), state_dir, REPORTS_SUBDIR)
         for rollout_id, entry in rollouts.items():
-            ledger_dir = entry.get("ledger_dir") or self._option("ledger_dir")
+            ledger_dir = entry.get("ledger_dir") or state_path(self._option("ledger_dir"), state_dir, LEDGER_SUBDIR)
             records: list[dict[str, Any]] = []
             skipped: list[tuple[str, str]] = []
             if rollout_id and ledger_dir:

@@ -47,7 +47,12 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 LEDGER_FORMAT = "engineops.fleet.ledger/1"
-DEFAULT_LEDGER_DIR = "~/.ansible/engineops/ledger"
+# The collection's state (the ledger, the reports) lives under one home, which
+# an AWX job must be given as a path that outlives it (docs/awx.md).
+DEFAULT_STATE_DIR = "~/.ansible/engineops"
+STATE_DIR_ENV = "ENGINEOPS_STATE_DIR"
+LEDGER_SUBDIR = "ledger"
+REPORTS_SUBDIR = "reports"
 DEFAULT_OPERATION = "upgrade"
 REDACTED = "********"
 MAX_NAME_LENGTH = 128
@@ -576,6 +581,15 @@ def resume_action(
                               "may have migrated)")
 
 
+def state_path(explicit: str | None, state_dir: str | None, subdir: str) -> str:
+    """The absolute folder of one kind of state: ``explicit`` when set, else ``<state_dir>/<subdir>``.
+
+    ``state_dir`` defaults to :data:`DEFAULT_STATE_DIR`; ``~`` is expanded in both.
+    """
+    chosen = explicit or os.path.join(state_dir or DEFAULT_STATE_DIR, subdir)
+    return os.path.abspath(os.path.expanduser(os.fspath(chosen)))
+
+
 # -- the task ------------------------------------------------------------------
 # The engine_ledger module and the action plugin of the same name (which runs
 # the task on the controller, in-process) share this argument spec and run_task().
@@ -586,7 +600,8 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "operation": {"type": "str", "default": DEFAULT_OPERATION},
     "target_version": {"type": "str"},
     "engine": {"type": "str"},
-    "ledger_dir": {"type": "path", "default": DEFAULT_LEDGER_DIR, "fallback": (env_fallback, ["ENGINEOPS_LEDGER_DIR"])},
+    "state_dir": {"type": "path", "default": DEFAULT_STATE_DIR, "fallback": (env_fallback, [STATE_DIR_ENV])},
+    "ledger_dir": {"type": "path", "fallback": (env_fallback, ["ENGINEOPS_LEDGER_DIR"])},
     "step": {"type": "str"},
     "outcome": {"type": "str", "choices": list(OUTCOMES), "default": "ok"},
     "status": {"type": "str", "choices": list(STATUSES)},
@@ -616,7 +631,7 @@ def run_task(params: dict[str, Any], check_mode: bool, diff: bool) -> dict[str, 
     task's arguments back; the ``invocation`` returned here is redacted so that
     secrets in inputs, facts or evidence do not come back with them.
     """
-    ledger_dir = os.path.abspath(os.path.expanduser(params["ledger_dir"]))
+    ledger_dir = state_path(params["ledger_dir"], params["state_dir"], LEDGER_SUBDIR)
     base: dict[str, Any] = {"ledger_dir": ledger_dir, "invocation": {"module_args": redact(params)}}
 
     def failed(msg: str, **partial: Any) -> dict[str, Any]:

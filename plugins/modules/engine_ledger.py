@@ -50,12 +50,20 @@ options:
       - The Engine's name, which names its record file; usually the inventory host name.
       - Required with O(state=recorded).
     type: str
+  state_dir:
+    description:
+      - The home of the collection's state on the controller; the ledger is its C(ledger) folder unless O(ledger_dir)
+        is set (the rollout_report callback writes to its C(reports) folder).
+      - Under AWX, a path that outlives the job, exposed to the job's execution environment, so that a later job
+        resumes the rollout.
+      - If not set, the value of the E(ENGINEOPS_STATE_DIR) environment variable is used.
+    type: path
+    default: ~/.ansible/engineops
   ledger_dir:
     description:
       - The ledger's folder on the controller.
-      - If not set, the value of the E(ENGINEOPS_LEDGER_DIR) environment variable is used.
+      - If not set, the value of the E(ENGINEOPS_LEDGER_DIR) environment variable is used, else C(<state_dir>/ledger).
     type: path
-    default: ~/.ansible/engineops/ledger
   step:
     description:
       - Name of the step recorded, for example V(preflight), V(snapshot), V(drain), V(swap), V(health), V(evals),

@@ -402,6 +402,27 @@ def test_extra_vars_set_the_options_on_older_cores(tmp_path, capsys):
     assert cb._option("rollout_id") is None
 
 
+def test_the_state_dir_holds_the_reports_and_the_ledger_unless_told_otherwise(tmp_path, ledger, capsys):
+    ledger_dir, results = ledger  # the fixture's ledger is <tmp_path>/ledger
+    cb = callback(tmp_path, directory=None, ledger_dir=None, state_dir=str(tmp_path), rollout_id=ROLLOUT)
+    cb.v2_playbook_on_stats(Stats({"engine-001": recap()}))  # nothing recorded in this run: read the ledger
+    folder = report_dir(tmp_path)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["ledger_dir"] == ledger_dir
+    assert [e["engine"] for e in report["engines"]] == sorted(results)
+    elsewhere = tmp_path / "elsewhere"
+    cb = callback(tmp_path, directory=str(elsewhere), ledger_dir=None, state_dir=str(tmp_path / "unused"))
+    cb.v2_playbook_on_stats(Stats({"engine-001": recap()}))
+    assert len(list(elsewhere.iterdir())) == 1 and not (tmp_path / "unused").exists()
+
+
+def test_extra_vars_set_the_state_dir_on_older_cores(tmp_path, capsys):
+    cb = callback(tmp_path, directory=None, ledger_dir=None, state_dir=None)
+    cb.v2_playbook_on_play_start(Play("P", "p1", extra={"engine_state_dir": str(tmp_path / "state")}))
+    cb.v2_playbook_on_stats(Stats({}))
+    assert len(list((tmp_path / "state" / "reports").iterdir())) == 1
+
+
 def test_a_report_failure_is_a_warning_not_a_crash(tmp_path, capsys):
     blocker = tmp_path / "reports"
     blocker.write_text("a file where the folder should be")
@@ -502,9 +523,9 @@ def test_documented_options_are_the_ones_read():
     source = open(rr.__file__, encoding="utf-8").read()
     read = set(re.findall(r'_option\("([a-z_]+)"\)', source)) | set(
         re.findall(r'\(\("([a-z_]+)", "engine_', source)) | set(re.findall(r'\("([a-z_]+)", "engine_[a-z_]+"\)', source))
-    assert set(doc["options"]) == read == {"directory", "ledger_dir", "rollout_id", "progress"}
+    assert set(doc["options"]) == read == {"state_dir", "directory", "ledger_dir", "rollout_id", "progress"}
     assert doc["type"] == "aggregate" and rr.CallbackModule.CALLBACK_NEEDS_ENABLED is True
-    for name in ("directory", "ledger_dir", "rollout_id", "progress"):
+    for name in ("state_dir", "directory", "ledger_dir", "rollout_id", "progress"):
         assert doc["options"][name]["ini"][0]["section"] == "engineops_rollout_report"
         assert doc["options"][name]["env"][0]["name"].startswith("ENGINEOPS_")
 

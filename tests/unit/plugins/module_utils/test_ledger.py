@@ -29,6 +29,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._ledger import (
     redact,
     resume_action,
     schema_state,
+    state_path,
 )
 from ansible_collections.engineops.fleet.plugins.module_utils._version import VersionError
 
@@ -415,3 +416,34 @@ def test_module_reads_the_ledger_dir_from_the_environment(capsys, tmp_path, monk
     monkeypatch.setenv("ENGINEOPS_ROLLOUT_ID", "drill-1")
     out = run_module({"engine": "engine-1", "step": "note"}, capsys)
     assert out["path"] == str(tmp_path / "env-ledger" / "drill-1" / "engine-1.json")
+
+
+@pytest.mark.parametrize("explicit, state_dir, expected", [
+    (None, None, os.path.expanduser("~/.ansible/engineops/ledger")),
+    (None, "/srv/engineops", "/srv/engineops/ledger"),
+    ("/var/ledger", "/srv/engineops", "/var/ledger"),
+    ("", "/srv/engineops", "/srv/engineops/ledger"),
+    (None, "~/state", os.path.expanduser("~/state/ledger")),
+])
+def test_state_path_puts_each_kind_of_state_under_the_state_dir_unless_set(explicit, state_dir, expected):
+    assert state_path(explicit, state_dir, "ledger") == expected
+
+
+def test_state_path_makes_a_relative_state_dir_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert state_path(None, "state", "reports") == str(tmp_path / "state" / "reports")
+
+
+def test_module_keeps_the_ledger_under_the_state_dir_from_the_environment(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("ENGINEOPS_LEDGER_DIR", raising=False)
+    monkeypatch.setenv("ENGINEOPS_STATE_DIR", str(tmp_path / "state"))
+    out = run_module({"engine": "engine-1", "step": "note", "rollout_id": "drill-1"}, capsys)
+    assert out["ledger_dir"] == str(tmp_path / "state" / "ledger")
+    assert os.path.isfile(tmp_path / "state" / "ledger" / "drill-1" / "engine-1.json")
+    # The ledger's own setting wins over the state dir, from the environment or the task.
+    monkeypatch.setenv("ENGINEOPS_LEDGER_DIR", str(tmp_path / "env-ledger"))
+    out = run_module({"engine": "engine-1", "step": "note", "rollout_id": "drill-1"}, capsys)
+    assert out["ledger_dir"] == str(tmp_path / "env-ledger")
+    out = run_module({"engine": "engine-1", "step": "note", "rollout_id": "drill-1",
+                      "ledger_dir": str(tmp_path / "task-ledger")}, capsys)
+    assert out["ledger_dir"] == str(tmp_path / "task-ledger")
