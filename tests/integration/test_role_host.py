@@ -67,8 +67,7 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
     return rows
 
 
-def test_a_venv_from_local_wheels_idempotent_and_check_mode_aware(tmp_path, run_playbook, run_module, wheels,
-                                                                   make_fleet):
+def test_a_venv_from_local_wheels_idempotent_and_check_mode_aware(tmp_path, run_playbook, run_module, wheels, make_fleet):
     venv = tmp_path / "opt" / "venv"
     snapshots, baselines = tmp_path / "state" / "snapshots", tmp_path / "state" / "baselines"
     # venv, not auto: auto would apt-get install python3-docker into this shared machine's system Python.
