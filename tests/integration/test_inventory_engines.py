@@ -293,6 +293,9 @@ def test_playbooks_run_over_the_plugin_inventory(make_fleet, run_playbook, tmp_p
         "engine_ledger_dir": str(tmp_path / "ledger"),
         "engine_batches": ["100%"],
         **FAST,
+        # The inventory is the point here, not the verdicts: latency measured minutes apart on a busy
+        # machine can fail an identical release (the metrics gate is tested by the rollout tests).
+        "engine_metrics_enabled": False,
     }))
     key = {"ENGINE_KEY": fleet.engines[0].key}
     health = run_playbook("engineops.fleet.health", folder, None, **key)
