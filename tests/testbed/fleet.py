@@ -221,9 +221,15 @@ def remove_labelled(client: docker.DockerClient, label: str) -> int:
     """Remove every container and volume carrying ``label``; return how many containers."""
     containers = client.containers.list(all=True, filters={"label": label})
     for container in containers:
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # another test worker cleaning the same leftovers got there first
     for volume in client.volumes.list(filters={"label": label}):
-        volume.remove(force=True)
+        try:
+            volume.remove(force=True)
+        except docker.errors.NotFound:
+            pass
     return len(containers)
 
 
