@@ -19,13 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.testbed.dockerhosts import ensure_image, run_dockerhost
+from tests.testbed.fleet import KIND_LABEL, LABEL, OWNER_LABEL, free_port_block, remove_labelled
+
 SERVER_NAME = "docker-tls.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -90,7 +87,7 @@ class TLSDockerd:
     def __init__(self, root: Path, pki: PKI) -> None:
         self.root = root
         self.pki = pki
-        self.port = free_port()
+        self.port = free_port_block(1)
         self.name = f"dockerd-tls-{self.port}"
         self.outer = None
 
@@ -108,9 +105,6 @@ class TLSDockerd:
                 "--tlscert", self.pki.path("client.pem"), "--tlskey", self.pki.path("client-key.pem")]
 
     def start(self, outer, timeout: float = 90) -> None:
-        from tests.testbed.dockerhosts import ensure_image, run_dockerhost
-        from tests.testbed.fleet import KIND_LABEL, LABEL, OWNER_LABEL
-
         self.outer = outer
         labels = {LABEL: self.name, KIND_LABEL: "test", OWNER_LABEL: str(os.getpid())}
         args = ("-H tcp://0.0.0.0:2376 --tlsverify --tlscacert /pki/ca.pem --tlscert /pki/server.pem "
@@ -141,8 +135,6 @@ class TLSDockerd:
 
     def stop(self) -> None:
         if self.outer is not None:
-            from tests.testbed.fleet import LABEL, remove_labelled
-
             remove_labelled(self.outer, f"{LABEL}={self.name}")
 
 
