@@ -11,6 +11,7 @@ CLI: ``python -m tests.testbed.fleet up|down|status --prefix demo ...``
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import os
 import random
@@ -204,7 +205,16 @@ def wait_for_exit(container, timeout: float = 30.0) -> int:
 
 
 def remove_orphans(client: docker.DockerClient, kind: str = "test") -> int:
-    """Remove the ``kind`` fleets whose owner process is gone (an interrupted run)."""
+    """Remove the ``kind`` fleets whose owner process is gone (an interrupted run).
+
+    Test workers start together and each cleans up; a lock file makes them take turns.
+    """
+    with open(f"/tmp/engineops-testbed-{kind}-orphans.lock", "w", encoding="ascii") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _remove_orphans(client, kind)
+
+
+def _remove_orphans(client: docker.DockerClient, kind: str) -> int:
     owners = {
         c.labels.get(OWNER_LABEL, "")
         for c in client.containers.list(all=True, filters={"label": f"{KIND_LABEL}={kind}"})
@@ -225,6 +235,13 @@ def remove_labelled(client: docker.DockerClient, label: str) -> int:
             container.remove(force=True)
         except docker.errors.NotFound:
             pass  # another test worker cleaning the same leftovers got there first
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: its removal is already in progress
+                raise
+            try:
+                container.wait(condition="removed", timeout=60)
+            except docker.errors.NotFound:
+                pass
     for volume in client.volumes.list(filters={"label": label}):
         try:
             volume.remove(force=True)
