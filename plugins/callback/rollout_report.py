@@ -343,6 +343,23 @@ def _version_text(value: Any) -> str | None:
         return str(value)
 
 
+def snapshot_of(facts: dict[str, Any]) -> dict[str, Any] | None:
+    """The pre-upgrade snapshot of a record's facts: its name and its age in seconds when the Engine drained."""
+    if not facts.get("snapshot"):
+        return None
+    age = facts.get("snapshot_age_at_drain")
+    try:
+        age = None if age in (None, "") else int(float(age))
+    except (TypeError, ValueError):
+        age = None
+    return {"name": str(facts["snapshot"]), "age_at_drain": age}
+
+
+def _snapshot_text(snapshot: dict[str, Any]) -> str:
+    age = snapshot.get("age_at_drain")
+    return snapshot["name"] + ("" if age is None else f", {age} s old when the Engine drained")
+
+
 def engine_entry(record: dict[str, Any], host: str | None = None, stats: dict[str, int] | None = None,
                  batch: str | None = None, batch_order: int | None = None) -> dict[str, Any]:
     """One Engine of the report, from its ledger record (and the play recap of its host)."""
@@ -372,6 +389,7 @@ def engine_entry(record: dict[str, Any], host: str | None = None, stats: dict[st
         "to_version": to_version,
         "upgrade_kind": kind,
         "cohort": facts.get("cohort"),
+        "snapshot": snapshot_of(facts),
         "batch": str(facts["batch"]) if facts.get("batch") not in (None, "") else batch,
         "batch_order": batch_order,
         "first_time": times[0] if times else None,
@@ -503,6 +521,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             out.append(f"- Batch: {e['batch']}")
         if e.get("cohort"):
             out.append(f"- Cohort: {e['cohort']}")
+        if e.get("snapshot"):
+            out.append(f"- Snapshot: {_md(_snapshot_text(e['snapshot']))}")
         if e.get("drain"):
             d = e["drain"]
             out.append(f"- Drain: {_num(d.get('in_flight'))} turn(s) in flight, {_num(d.get('not_finished'))} cut, "
@@ -727,6 +747,8 @@ def render_html(report: dict[str, Any]) -> str:
             facts.append(f"batch {_e(e['batch'])}")
         if e.get("cohort"):
             facts.append(f"cohort {_e(e['cohort'])}")
+        if e.get("snapshot"):
+            facts.append(f"snapshot {_e(_snapshot_text(e['snapshot']))}")
         out.append(f"<p>{'; '.join(facts)}</p>")
         if e.get("drain"):
             d = e["drain"]

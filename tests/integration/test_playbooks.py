@@ -27,6 +27,15 @@ def test_batched_upgrade_to_the_patch(make_fleet, play, tmp_path):
     assert sorted(r["status"] for r in records) == ["verified"] * 6
     sizes = [len(b) for b in sorted({tuple(r["facts"]["batch"]) for r in records}, key=min)]
     assert sizes == [1, 3, 2], sizes
+    # Just in time: each batch's snapshots are taken after the batch before it was verified, not all up front.
+    step_time = {r["engine"]: {s["step"]: s["time"] for s in r["steps"]} for r in records}
+    by_batch = sorted({tuple(r["facts"]["batch"]) for r in records}, key=min)
+    for earlier, later in zip(by_batch, by_batch[1:]):
+        verified = max(step_time[e]["verify"] for e in earlier)
+        assert all(step_time[e]["snapshot"] > verified for e in later), (earlier, later, step_time)
+    assert all(step_time[r["engine"]]["snapshot"] > step_time[r["engine"]]["preflight"] for r in records)
+    for r in records:
+        assert r["facts"]["snapshot"] and 0 <= int(r["facts"]["snapshot_age_at_drain"]) < 600, r["facts"]
 
     # Again: every Engine is on the target and is left alone.
     before = container_ids(fleet)
@@ -128,6 +137,7 @@ def test_check_mode_prints_the_plan_and_changes_nothing(make_fleet, play, tmp_pa
     assert f"batched rollout of 3 Engine(s) to {patch}" in out, explain(proc)
     # serial ["10%", "50%", "100%"] of 3 hosts: 1, 1, then the last.
     assert "batch 1/3" in out and "batch 3/3" in out, explain(proc)
+    assert "right before that batch drains" in out and "forks=" not in out, explain(proc)
     for engine in fleet.engines:
         assert f"{engine.name}: {releases.tag('baseline')} -> {patch} (patch)" in out, explain(proc)
     assert "rollback: image (a patch keeps the schema)" in out and "free in" in out, explain(proc)
@@ -136,6 +146,12 @@ def test_check_mode_prints_the_plan_and_changes_nothing(make_fleet, play, tmp_pa
     assert not list((tmp_path / "snapshots").glob("*/*.db")), "check mode took a snapshot"
     assert not list((tmp_path / "ledger").glob("*/*.json")), "check mode wrote the ledger"
     assert not (tmp_path / "baselines").exists() or not list((tmp_path / "baselines").glob("*/*.json"))
+
+    # With fewer forks than a batch has Engines, the plan says so.
+    narrow = play("engineops.fleet.upgrade", inventory, {"engine_target_version": patch, "engine_batches": [1, 2]},
+                  "--check", ANSIBLE_FORKS="1")
+    assert narrow.returncode == 0, explain(narrow)
+    assert "(forks=1: only 1 of its 2 Engines at once; run with -f 2)" in narrow.stdout, explain(narrow)
 
 
 def test_bad_rollout_options_are_refused_by_name(make_fleet, play, tmp_path):

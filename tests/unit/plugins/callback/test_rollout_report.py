@@ -537,3 +537,24 @@ def test_ledger_results_are_found_in_loops():
     listing = {"rollout_id": ROLLOUT, "ledger_dir": "/l", "records": []}
     assert list(rr._ledger_results(listing)) == [listing]
     assert rec["format"] == LEDGER_FORMAT
+
+
+@pytest.mark.parametrize(("facts", "expected"), [
+    ({"snapshot": "pre-upgrade-1", "snapshot_age_at_drain": "42"}, "pre-upgrade-1, 42 s old when the Engine drained"),
+    ({"snapshot": "pre-upgrade-1"}, "pre-upgrade-1"),
+    ({"snapshot": "pre-upgrade-1", "snapshot_age_at_drain": "soon"}, "pre-upgrade-1"),
+])
+def test_the_snapshot_and_its_age_at_the_drain_are_shown(facts, expected):
+    rec = new_record(ROLLOUT, "e1", now=at(0))
+    rec["facts"] = facts
+    report = rr.build_report(ROLLOUT, [rec], {})
+    assert f"- Snapshot: {expected}" in rr.render_markdown(report)
+    html = rr.render_html(report)
+    assert f"snapshot {expected}" in html
+    check_html(html)
+
+
+def test_no_snapshot_no_snapshot_line():
+    rec = new_record(ROLLOUT, "e1", now=at(0))
+    report = rr.build_report(ROLLOUT, [rec], {})
+    assert report["engines"][0]["snapshot"] is None and "Snapshot:" not in rr.render_markdown(report)
