@@ -5,14 +5,18 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""Moving a brain between an Engine's volume and this host, through the Docker API only.
+"""Moving a brain between an Engine's volume and this host, through the Docker API (and one direct path).
 
 Everything goes through the daemon (``exec``, ``get_archive``,
-``put_archive``, a throwaway container), never through the volume's mount
-point, so it works the same with a local socket and with a remote
-``docker_host``.
+``put_archive``, a throwaway container), so it works the same with a local
+socket and with a remote ``docker_host``; the one exception is a snapshot
+whose volume is on this very host (see :func:`direct_source`).
 
-- :meth:`BrainTransfer.snapshot_to` takes the contract's online backup
+- :meth:`BrainTransfer.snapshot_to` with a :class:`DirectSource` that has a
+  path copies the brain straight from the volume's mount point into the
+  snapshot folder, with SQLite's online backup API (one read transaction
+  in WAL mode, like the contract's ``.backup``), then hashes the copy.
+  Otherwise it takes the contract's online backup
   (``sqlite3 BRAIN ".backup /data/brain-<epoch>-<token>.db"``) inside a
   container that sees the brain, streams the copy out to a file on this host
   (hashing it on the way, never holding it in memory), checks the file on
@@ -52,13 +56,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
-from ansible_collections.engineops.fleet.plugins.module_utils._brain import sha256_file
+from ansible_collections.engineops.fleet.plugins.module_utils._brain import BrainError, online_backup, sha256_file
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import (
     APIError,
     DockerException,
     EngineDocker,
+    EngineDockerError,
     EngineFacts,
+    brain_mount,
 )
 
 CHUNK_SIZE = 1024 * 1024
@@ -67,6 +74,10 @@ HELPER_LABEL = "io.engineops.fleet.helper"
 HELPER_ENGINE_LABEL = "io.engineops.fleet.helper.engine"
 # Companion files SQLite keeps beside a database, by kind.
 COMPANIONS = ("wal", "shm", "journal")
+# How engine_snapshot copies a brain out: straight from the volume when it can, or always one way.
+COPY_METHODS = ("auto", "direct", "archive")
+# Pages per step of the direct copy (64 MiB of 4 KiB pages): its time limit is checked between steps.
+DIRECT_STEP_PAGES = 16384
 _SAFE_CONTAINER_PATH = re.compile(r"^/[^\x00-\x1f'\"\\]*$")
 
 
@@ -145,14 +156,30 @@ class SnapshotCopy:
     """An online backup copied out of a container: the file, how it was taken and how long each step took."""
 
     file: CopiedFile
-    method: str  # "exec" (inside the running Engine) or "helper" (a throwaway container)
-    container_path: str
+    method: str  # "exec" (inside the running Engine), "helper" (a throwaway container) or "direct"
+    container_path: str | None  # the temporary backup inside the container (None when direct)
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    host_path: str | None = None  # the brain read on this host (direct only)
+    fallback_reason: str | None = None  # why the archive path was taken when the direct one was looked for
+
+    @property
+    def copy_method(self) -> str:
+        return "direct" if self.method == "direct" else "archive"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file.to_dict(), "method": self.method, "container_path": self.container_path,
-                "seconds": dict(self.seconds), "warnings": list(self.warnings)}
+        return {"file": self.file.to_dict(), "method": self.method, "copy_method": self.copy_method,
+                "container_path": self.container_path, "host_path": self.host_path,
+                "fallback_reason": self.fallback_reason, "seconds": dict(self.seconds),
+                "warnings": list(self.warnings)}
+
+
+@dataclass
+class DirectSource:
+    """The brain's file on this host when the module can copy it straight from the volume, else why not."""
+
+    path: str | None
+    problem: str | None = None
 
 
 @dataclass
@@ -243,6 +270,48 @@ def backup_argv(brain_path: str, dest: str, hold_read_transaction: bool) -> list
 def journal_mode_argv(brain_path: str) -> list[str]:
     check_container_path(brain_path, "brain path")
     return ["sqlite3", "-readonly", "-bail", brain_path, f".timeout {SQLITE_BUSY_MS}", "PRAGMA journal_mode"]
+
+
+def direct_source(docker_host: str, mount: dict[str, Any] | None, brain_path: str) -> DirectSource:
+    """Whether the brain at ``brain_path`` (inside the container) can be read straight from this host.
+
+    It can when the daemon is reached through a unix socket (so it runs on
+    this host), the brain is on a ``local`` volume or a bind mount
+    (``mount``, its entry of ``docker inspect``'s ``Mounts``), and that
+    mount's source holds the brain here as a regular file, reached without
+    a symlink, that this user may read and write (SQLite's readers of a WAL
+    brain share its ``-shm``), in a folder it may write. Anything else names
+    the reason, and the snapshot goes through the Docker archive API.
+    """
+    scheme = urlsplit(docker_host).scheme if "://" in docker_host else "unix"
+    if scheme not in ("unix", "http+unix"):
+        return DirectSource(None, f"the Docker daemon is reached at {docker_host}, not through a unix socket on "
+                                  "this host, so its volumes may be on another host")
+    if not mount:
+        return DirectSource(None, f"the brain {brain_path} is not on a volume or bind mount of the container")
+    kind = mount.get("Type") or "volume"
+    driver = mount.get("Driver") or "local"
+    if kind == "volume" and driver != "local":
+        return DirectSource(None, f"its volume {mount.get('Name')} uses the volume driver {driver!r}, not 'local'")
+    if kind not in ("volume", "bind"):
+        return DirectSource(None, f"the brain is on a mount of type {kind!r}, not a local volume or bind mount")
+    source = mount.get("Source") or ""
+    destination = (mount.get("Destination") or "").rstrip("/") or "/"
+    if not os.path.isabs(source):
+        return DirectSource(None, f"the daemon gives no absolute mount point for the brain's {kind} ({source!r})")
+    if not os.path.exists(source):
+        return DirectSource(None, f"the {kind}'s mount point {source} does not exist on this host (the daemon may "
+                                  "see another file system, e.g. inside a VM)")
+    inside = posixpath.relpath(check_container_path(brain_path, "brain path"), destination)
+    path = source if inside == "." else os.path.join(source, inside)
+    if os.path.realpath(path) != os.path.normpath(os.path.join(os.path.realpath(source), inside)):
+        return DirectSource(None, f"{path} goes through a symlink, which the container may resolve differently")
+    if not os.path.isfile(path):
+        return DirectSource(None, f"the brain is not a regular file at {path} on this host")
+    folder = os.path.dirname(path)
+    if not (os.access(path, os.R_OK | os.W_OK) and os.access(folder, os.R_OK | os.W_OK | os.X_OK)):
+        return DirectSource(None, f"this user (uid {os.geteuid()}) may not read and write {path} and its folder")
+    return DirectSource(path)
 
 
 def explain_sqlite_failure(output: ExecOutput, brain_path: str) -> str:
@@ -740,13 +809,64 @@ class BrainTransfer:
         lines = [line.strip().lower() for line in output.stdout.splitlines() if line.strip()]
         return lines[-1] if lines else "unknown"
 
-    def snapshot_to(self, facts: EngineFacts, dest: str, deadline: Deadline | None = None) -> SnapshotCopy:
-        """The contract's online backup of ``facts``'s brain, copied to the new local file ``dest``.
+    def direct_source(self, facts: EngineFacts) -> DirectSource:
+        """:func:`direct_source` for ``facts``'s brain, with its mount as the daemon reports it now."""
+        try:
+            attrs = self.docker.container(facts.name).attrs
+        except EngineDockerError as exc:
+            raise BrainCopyError(str(exc)) from None
+        return direct_source(self.docker.docker_host, brain_mount(attrs), facts.brain_path)
 
-        Raises :class:`BrainCopyError` with the cause; ``dest`` and the
-        temporary copy inside the container are removed on every path.
+    def snapshot_to(self, facts: EngineFacts, dest: str, deadline: Deadline | None = None,
+                    direct: DirectSource | None = None) -> SnapshotCopy:
+        """An online backup of ``facts``'s brain as the new local file ``dest``.
+
+        With ``direct`` holding a path, straight from that file on this host
+        (:meth:`snapshot_direct`); otherwise the contract's ``.backup``
+        inside a container, streamed out through the archive API, with
+        ``direct``'s problem as the result's ``fallback_reason``. Raises
+        :class:`BrainCopyError` with the cause; ``dest`` and any temporary
+        copy are removed on every failure.
         """
         deadline = deadline or self.deadline(f"snapshot of {facts.name}")
+        if direct is not None and direct.path:
+            return self.snapshot_direct(direct.path, dest, deadline)
+        copy = self.snapshot_archive(facts, dest, deadline)
+        copy.fallback_reason = direct.problem if direct is not None else None
+        return copy
+
+    def snapshot_direct(self, path: str, dest: str, deadline: Deadline) -> SnapshotCopy:
+        """SQLite's online backup of the brain file ``path`` on this host into ``dest``, then its sha256.
+
+        A brain in WAL mode is copied in one read transaction (the state when
+        the copy starts, however much is written meanwhile); the copy keeps
+        its journal mode flag, as the contract's ``.backup`` does.
+        """
+        seconds: dict[str, float] = {}
+
+        def check(_status: int, _remaining: int, _total: int) -> None:
+            deadline.check(f"copying {path}")
+
+        started = time.monotonic()
+        try:
+            online_backup(path, dest, pages=DIRECT_STEP_PAGES, progress=check, one_file=False)
+        except BrainError as exc:
+            raise BrainCopyError(str(exc)) from None
+        seconds["backup"] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        try:
+            digest, info, brain = sha256_file(dest), os.stat(dest), os.stat(path)
+        except OSError as exc:
+            remove_quietly(dest)
+            raise BrainCopyError(f"Cannot read the copy {dest} of {path}: {exc.strerror or exc}") from None
+        seconds["hash"] = round(time.monotonic() - started, 3)
+        copied = CopiedFile(source=path, path=dest, size=info.st_size, sha256=digest,
+                            mode=stat.S_IMODE(brain.st_mode), uid=brain.st_uid, gid=brain.st_gid,
+                            mtime=info.st_mtime)
+        return SnapshotCopy(copied, "direct", None, seconds, host_path=path)
+
+    def snapshot_archive(self, facts: EngineFacts, dest: str, deadline: Deadline) -> SnapshotCopy:
+        """The contract's online backup inside a container that sees the brain, streamed out to ``dest``."""
         brain = check_container_path(facts.brain_path, "brain path")
         temp = backup_temp_path(brain)
         seconds: dict[str, float] = {}

@@ -14,15 +14,21 @@ description:
     Engine (O(snapshot_dir)/<name>), each snapshot a C(NAME.db) file and a C(NAME.json) manifest (engine, container,
     image, version, schema fingerprint, applied migrations, size, sha256, creation time, reason). Files are mode
     C(0600), folders C(0700).
-  - O(state=present) takes the Engine's documented online backup, C(sqlite3 BRAIN ".backup /data/brain-<epoch>.db"),
-    inside a container that sees the brain, streams the copy out through the Docker API (C(get_archive), so a remote
-    O(docker_host) works too), removes the temporary copy inside the container, checks the local copy against the
-    stream's sha256 and with C(PRAGMA integrity_check), and writes the manifest. A damaged brain is refused.
-  - The container is the Engine's own (C(docker exec)) while it runs. When it does not run, a throwaway helper
-    container of the Engine's own image with the Engine's volumes runs the very same commands and is removed
-    afterwards. Nothing is read through the volume's mount point on the host.
-  - While the Engine runs and its brain is in WAL mode, the backup copies one consistent state of the brain inside a
-    single read transaction, so steady writes neither block it nor make it start over.
+  - O(state=present) takes an online backup of the brain into the snapshot folder, checks the copy with
+    C(PRAGMA integrity_check), records its sha256 and writes the manifest. A damaged brain is refused. It copies the
+    brain one of two ways (O(copy_method)), and RV(backup.copy_method) says which one it took.
+  - V(direct) reads the brain straight from the volume's mount point on this host with SQLite's online backup API,
+    writing the copy into the snapshot folder, and hashes the copy on disk. It needs the Docker daemon on this very
+    host (a unix socket O(docker_host)), the brain on a volume of the C(local) driver or a bind mount, and that mount
+    point readable and writable here (so in practice the module running as root).
+  - V(archive) takes the Engine's documented online backup, C(sqlite3 BRAIN ".backup /data/brain-<epoch>.db"), inside
+    a container that sees the brain, streams the copy out through the Docker API (C(get_archive), so a remote
+    O(docker_host) works too), removes the temporary copy inside the container and checks the local copy against the
+    stream's sha256. The container is the Engine's own (C(docker exec)) while it runs. When it does not run, a
+    throwaway helper container of the Engine's own image with the Engine's volumes runs the very same commands and is
+    removed afterwards.
+  - Both ways copy a brain in WAL mode inside a single read transaction: one consistent state of the brain, so steady
+    writes neither block the copy nor make it start over. Both keep the brain's journal mode flag in the copy.
   - O(state=verified) checks a snapshot against its manifest (size, sha256) and with C(PRAGMA integrity_check), and
     fails if it does not match.
   - O(state=restored) refuses while the Engine runs. It verifies the snapshot, copies the brain it replaces (with its
@@ -95,9 +101,22 @@ options:
     type: str
   timeout:
     description:
-      - Seconds each Docker-side step (the backup inside the container, a transfer, an upload) may take in all.
+      - Seconds each Docker-side step (the backup inside the container, a transfer, an upload) may take in all, and
+        the direct copy of O(copy_method=direct) too.
     type: float
     default: 600
+  copy_method:
+    description:
+      - How O(state=present) copies the brain out.
+      - V(auto) copies it directly from the volume's mount point when this host can (see V(direct)), and otherwise
+        through the Docker archive API; RV(backup.fallback_reason) then says why not directly.
+      - V(direct) only directly, and fails before anything is written when the volume cannot be reached from this
+        host (a remote or TCP O(docker_host), a volume driver other than C(local), a mount point missing here, or a
+        user who may not read and write it).
+      - V(archive) always through the Docker archive API (the container's C(.backup) and C(get_archive)).
+    type: str
+    choices: [auto, direct, archive]
+    default: auto
 extends_documentation_fragment:
   - engineops.fleet.engine
   - engineops.fleet.engine.actiongroup
@@ -123,7 +142,8 @@ attributes:
 notes:
   - The Engine's image must ship the C(sqlite3) CLI (its documentation promises it), and C(rm) and C(mv) for the
     clean-up and the rename.
-  - The snapshot folder needs room for one more copy of the brain, the brain's volume for a temporary one.
+  - The snapshot folder needs room for one more copy of the brain; with RV(backup.copy_method=archive), the
+    brain's volume for a temporary one too.
 seealso:
   - module: engineops.fleet.engine_info
 author:
@@ -238,14 +258,31 @@ backup:
   returned: when state is present and a snapshot was taken
   type: dict
   contains:
+    copy_method:
+      description: V(direct) (read from the volume's mount point on this host) or V(archive) (through the Docker
+        archive API).
+      type: str
+      sample: direct
     method:
-      description: V(exec) (inside the running Engine) or V(helper) (a throwaway container, the Engine not running).
+      description: V(direct), or with the archive path V(exec) (inside the running Engine) or V(helper) (a throwaway
+        container, the Engine not running).
       type: str
     container_path:
-      description: The temporary backup inside the container, removed afterwards.
+      description: The temporary backup inside the container, removed afterwards (V(null) when direct).
       type: str
+    host_path:
+      description: The brain file read on this host (V(null) with the archive path).
+      type: str
+      sample: /var/lib/docker/volumes/engine-data-042/_data/brain.sqlite
+    fallback_reason:
+      description: With O(copy_method=auto) and the archive path, why the brain could not be copied directly;
+        V(null) otherwise.
+      type: str
+      sample: the Docker daemon is reached at https://docker-7.example.com:2376, not through a unix socket on this host, so its
+        volumes may be on another host
     seconds:
-      description: Duration of the backup inside the container (C(backup)) and of the copy out (C(transfer)).
+      description: Duration of the backup (C(backup)) and then, with the archive path, of the copy out (C(transfer)),
+        or, direct, of hashing the copy (C(hash)).
       type: dict
 integrity:
   description: The C(PRAGMA integrity_check) result of the new snapshot (C(path), C(ok), C(messages)).
@@ -398,6 +435,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._brain import (
     schema_fingerprint,
 )
 from ansible_collections.engineops.fleet.plugins.module_utils._brain_copy import (
+    COPY_METHODS,
     BrainCopyError,
     BrainTransfer,
     Deadline,
@@ -440,6 +478,7 @@ ARGUMENT_SPEC = {
     "force": {"type": "bool", "default": False},
     "migrations_table": {"type": "str"},
     "timeout": {"type": "float", "default": 600.0},
+    "copy_method": {"type": "str", "default": "auto", "choices": list(COPY_METHODS)},
 }
 
 
@@ -569,6 +608,20 @@ class SnapshotManager:
             counter += 1
             name = validate_snapshot_name(f"{base[:120]}-{counter}")
 
+    def direct_source(self, transfer: BrainTransfer, facts, name: str):
+        """Where to copy the brain from directly, per O(copy_method); ``None`` for the archive path."""
+        method = self.params["copy_method"]
+        if method == "archive":
+            return None
+        try:
+            direct = transfer.direct_source(facts)
+        except BrainCopyError as exc:
+            self.fail(f"Cannot take snapshot {name!r} of {self.engine}: {exc}")
+        if method == "direct" and direct.path is None:
+            self.fail(f"Cannot take snapshot {name!r} of {self.engine} with copy_method=direct: {direct.problem}; use "
+                      "copy_method=auto (it falls back to the Docker archive API) or archive")
+        return direct
+
     def present(self) -> None:
         p = self.params
         facts = self.facts(f"take a snapshot of {self.engine}")
@@ -591,6 +644,8 @@ class SnapshotManager:
         else:
             name = self.new_name(facts, created)
         paths = self.paths_of(name, "take")
+        transfer = self.transfer()
+        direct = self.direct_source(transfer, facts, name)
         after = sorted(set(before) | {name})
         self.result.update(changed=True, snapshot={"name": name, "path": paths.db, "manifest_path": paths.manifest})
         self.set_diff({"snapshots": before}, {"snapshots": after})
@@ -600,13 +655,13 @@ class SnapshotManager:
         partial = os.path.join(paths.directory, f".{name}.db.partial")
         remove_quietly(partial)
         try:
-            copy = self.transfer().snapshot_to(facts, partial)
+            copy = transfer.snapshot_to(facts, partial, direct=direct)
         except BrainCopyError as exc:
             self.result["changed"] = False
             self.fail(f"Cannot take snapshot {name!r} of {self.engine}: {exc}")
         for warning in copy.warnings:
             self.em.module.warn(warning)
-        self.result["backup"] = {"method": copy.method, "container_path": copy.container_path, "seconds": copy.seconds}
+        self.result["backup"] = {key: value for key, value in copy.to_dict().items() if key not in ("file", "warnings")}
         try:
             integrity = integrity_check(partial)
             if not integrity.ok:

@@ -16,6 +16,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._brain import (
     BrainError,
     BrainNotFoundError,
     NotADatabaseError,
+    connect_ro,
     integrity_check,
     lost_write_account,
     normalise_sql,
@@ -374,31 +375,36 @@ def test_online_backup_in_pages_with_progress(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["brain.sqlite", "snap.db"]
 
 
-def test_online_backup_of_a_live_wal_brain(tmp_path):
+@pytest.mark.parametrize("one_file", [True, False])
+def test_online_backup_of_a_live_wal_brain(tmp_path, one_file):
     src = make_brain(tmp_path / "brain.sqlite", rows=50, wal=True)
     writer = sqlite3.connect(src)
+    steps = []
     try:
         writer.execute("INSERT INTO episodes (task_id) VALUES ('in-wal-only')")
         writer.commit()
-        wrote_during = []
 
         def progress(status, remaining, total):
-            if not wrote_during:  # a write between two steps: the backup must still be consistent
+            steps.append((remaining, total))
+            if len(steps) == 1:  # a write between two steps: the copy stays the state it started from
                 writer.execute("INSERT INTO episodes (task_id) VALUES ('during-backup')")
                 writer.commit()
-                wrote_during.append(True)
 
-        result = online_backup(src, tmp_path / "snap.db", pages=1, progress=progress)
+        result = online_backup(src, tmp_path / "snap.db", pages=1, progress=progress, one_file=one_file)
     finally:
         writer.close()
-    conn = sqlite3.connect(result.path)
+    # One read transaction: the backup never started over, however the source was written meanwhile.
+    assert len(steps) == steps[0][1] == result.pages and steps[-1][0] == 0
+    conn = connect_ro(result.path)  # a copy with no -wal: read in place, nothing made beside it
     tasks = {r[0] for r in conn.execute("SELECT task_id FROM episodes")}
     conn.close()
-    assert {"in-wal-only", "during-backup"} <= tasks
+    assert integrity_check(result.path).ok
+    assert "in-wal-only" in tasks and "during-backup" not in tasks
     with open(result.path, "rb") as handle:
         header = handle.read(20)
-    assert header[18:20] == b"\x01\x01"  # rollback journal: one self-contained file
-    assert not os.path.exists(result.path + "-wal")
+    # one_file: rollback journal, one self-contained file; else the source's WAL flag, as the CLI's .backup keeps it.
+    assert header[18:20] == (b"\x01\x01" if one_file else b"\x02\x02")
+    assert sorted(os.listdir(tmp_path)) == ["brain.sqlite", "snap.db"]  # nothing of the copy left beside it
 
 
 def test_online_backup_refuses_to_overwrite(tmp_path):
