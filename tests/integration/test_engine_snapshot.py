@@ -27,6 +27,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._snapshot import (
 )
 from tests.engine_sim import releases
 from tests.testbed.loadgen import LoadGenerator
+from tests.testbed.tlsdocker import Front
 
 MODULE = "engine_snapshot"
 
@@ -72,11 +73,27 @@ def flip_bytes(path: str, offset: int, count: int = 64) -> None:
         handle.write(bytes(b ^ 0xFF for b in data))
 
 
-def test_present_on_a_running_engine_under_load(make_fleet, run_module, docker_client, tmp_path):
+def expect_path(taken: dict, copy_method: str, archive_method: str, fleet, engine) -> None:
+    """The result says which path was taken: straight from the volume (auto/direct here: a local daemon, root), or
+    the archive API."""
+    backup = taken["backup"]
+    if copy_method == "archive":
+        assert backup["copy_method"] == "archive" and backup["method"] == archive_method
+        assert backup["container_path"].startswith("/data/brain-") and backup["host_path"] is None
+        assert set(backup["seconds"]) == {"backup", "transfer"}
+    else:
+        assert backup["copy_method"] == "direct" and backup["method"] == "direct"
+        assert backup["host_path"] == fleet.brain_path(engine) and backup["container_path"] is None
+        assert set(backup["seconds"]) == {"backup", "hash"}
+    assert backup["fallback_reason"] is None
+
+
+@pytest.mark.parametrize("copy_method", ["auto", "direct", "archive"])
+def test_present_on_a_running_engine_under_load(make_fleet, run_module, docker_client, tmp_path, copy_method):
     fleet = make_fleet(1)
     engine = fleet.engines[0]
     snapdir = str(tmp_path / "snapshots")
-    args = {"name": engine.name, "snapshot_dir": snapdir, "snapshot": "under-load"}
+    args = {"name": engine.name, "snapshot_dir": snapdir, "snapshot": "under-load", "copy_method": copy_method}
     load = LoadGenerator([engine], workers_per_engine=3, seconds=120, pause=0.0).start()
     try:
         time.sleep(1.0)
@@ -92,7 +109,8 @@ def test_present_on_a_running_engine_under_load(make_fleet, run_module, docker_c
         time.sleep(0.5)
     finally:
         report = load.stop()
-    assert taken["changed"] is True and taken["backup"]["method"] == "exec"
+    assert taken["changed"] is True
+    expect_path(taken, copy_method, "exec", fleet, engine)
     snap = taken["snapshot"]
     engine_dir = os.path.join(snapdir, engine.name)
     assert taken["snapshot_dir"] == engine_dir
@@ -110,6 +128,9 @@ def test_present_on_a_running_engine_under_load(make_fleet, run_module, docker_c
     assert mode_of(engine_dir) == 0o700
     # The copy inside the container is gone; only the Engine's own files are on the volume.
     assert [f for f in volume_files(fleet, engine) if f.startswith("brain-")] == []
+    assert sorted(os.listdir(engine_dir)) == ["under-load.db", "under-load.json"]  # nothing partial left
+    with open(snap["path"], "rb") as handle:
+        assert handle.read(20)[18:20] == b"\x02\x02"  # the brain's WAL flag, kept as .backup keeps it
     assert '"under-load"' in diff_lines(taken)[1]
     # Traffic flowed during the snapshot and nothing failed because of it.
     during = [t for t in report.turns if started <= t.started_at <= finished]
@@ -129,7 +150,9 @@ def test_present_on_a_running_engine_under_load(make_fleet, run_module, docker_c
     assert checked["verify"]["integrity"]["messages"] == ["ok"]
 
 
-def test_present_on_a_stopped_engine_and_a_damaged_brain_is_refused(make_fleet, run_module, docker_client, tmp_path):
+@pytest.mark.parametrize("copy_method", ["auto", "archive"])
+def test_present_on_a_stopped_engine_and_a_damaged_brain_is_refused(make_fleet, run_module, docker_client, tmp_path,
+                                                                    copy_method):
     fleet = make_fleet(1)
     engine = fleet.engines[0]
     snapdir = str(tmp_path / "snapshots")
@@ -137,9 +160,11 @@ def test_present_on_a_stopped_engine_and_a_damaged_brain_is_refused(make_fleet, 
     brain = fleet.brain_path(engine)
     brain_sha = sha256_file(brain)
 
-    taken = ok(run_module(MODULE, {"name": engine.name, "snapshot_dir": snapdir, "reason": "pre-upgrade"}))
+    base = {"name": engine.name, "snapshot_dir": snapdir, "copy_method": copy_method}
+    taken = ok(run_module(MODULE, dict(base, reason="pre-upgrade")))
     snap = taken["snapshot"]
-    assert taken["changed"] is True and taken["backup"]["method"] == "helper"
+    assert taken["changed"] is True
+    expect_path(taken, copy_method, "helper", fleet, engine)
     assert snap["name"].startswith(f"{engine.name}_") and snap["name"].endswith("_pre-upgrade_2.3.0")
     assert snap["reason"] == "pre-upgrade" and integrity_check(snap["path"]).ok
     assert row_counts(snap["path"]) == row_counts(brain)
@@ -152,16 +177,48 @@ def test_present_on_a_stopped_engine_and_a_damaged_brain_is_refused(make_fleet, 
     with open(brain, "r+b") as handle:
         handle.seek(4096 * 3)
         handle.write(b"\xff" * 4096 * 2)
-    damaged = run_module(MODULE, {"name": engine.name, "snapshot_dir": snapdir, "snapshot": "damaged"})
+    damaged = run_module(MODULE, dict(base, snapshot="damaged"))
     failed(damaged, f"Cannot take snapshot 'damaged' of {engine.name}", "integrity_check", "damaged")
     # A damaged header: sqlite3 itself refuses it.
     flip_bytes(brain, 0, 16)
-    garbage = run_module(MODULE, {"name": engine.name, "snapshot_dir": snapdir, "snapshot": "garbage"})
+    garbage = run_module(MODULE, dict(base, snapshot="garbage"))
     failed(garbage, f"of {engine.name}", "not a SQLite database")
     engine_dir = os.path.join(snapdir, engine.name)
     assert sorted(os.listdir(engine_dir)) == [f"{snap['name']}.db", f"{snap['name']}.json"]
     assert helpers_left(docker_client, engine) == []
     assert [f for f in volume_files(fleet, engine) if f.startswith("brain-")] == []
+    if copy_method != "archive":  # read from this host, the direct copy made nothing beside the brain
+        assert [f for f in volume_files(fleet, engine) if f.startswith("brain.sqlite")] == ["brain.sqlite"]
+
+
+def test_daemon_over_tcp_falls_back_to_the_archive_path_or_refuses_direct(make_fleet, run_module, tmp_path):
+    """The same local daemon reached as tcp://: its volumes might be on another host, so auto takes the archive
+    path (and says why), direct refuses before anything is written; the snapshot still verifies, under writes."""
+    fleet = make_fleet(1)
+    engine = fleet.engines[0]
+    snapdir = str(tmp_path / "snapshots")
+    load = LoadGenerator([engine], workers_per_engine=2, seconds=120, pause=0.0).start()
+    try:
+        with Front("/var/run/docker.sock") as front:
+            base = {"name": engine.name, "snapshot_dir": snapdir, "docker_host": front.url}
+            refused = run_module(MODULE, dict(base, snapshot="direct", copy_method="direct"))
+            failed(refused, f"Cannot take snapshot 'direct' of {engine.name} with copy_method=direct",
+                   f"reached at {front.url}, not through a unix socket", "copy_method=auto")
+            assert not os.path.exists(snapdir)
+            taken = ok(run_module(MODULE, dict(base, snapshot="over-tcp")))
+    finally:
+        report = load.stop()
+    backup = taken["backup"]
+    assert backup["copy_method"] == "archive" and backup["method"] == "exec" and backup["host_path"] is None
+    assert f"reached at {front.url}, not through a unix socket" in backup["fallback_reason"]
+    snap = taken["snapshot"]
+    assert integrity_check(snap["path"]).ok and sha256_file(snap["path"]) == snap["sha256"]
+    assert read_manifest(os.path.join(snapdir, engine.name), "over-tcp").sha256 == snap["sha256"]
+    assert [f for f in volume_files(fleet, engine) if f.startswith("brain-")] == []
+    assert all(t.outcome == "completed" for t in report.turns), report.summary()
+    checked = ok(run_module(MODULE, {"name": engine.name, "snapshot_dir": snapdir, "state": "verified",
+                                     "snapshot": "over-tcp"}))
+    assert checked["verify"]["ok"] is True
 
 
 def test_tampered_snapshot_fails_verification_and_is_never_restored(make_fleet, run_module, tmp_path):

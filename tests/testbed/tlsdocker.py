@@ -5,7 +5,8 @@
 signed, with ``openssl``. :class:`TLSDockerd` runs ``dockerd --tlsverify``
 in a test bed Docker host container, published on ``tcp://127.0.0.1:<port>``. :class:`TLSFront` is a
 TLS-terminating TCP forwarder on 127.0.0.1, so an Engine's plain HTTP port
-can be reached as ``https://``.
+can be reached as ``https://``; :class:`Front` forwards plain TCP on 127.0.0.1
+to a unix socket, so the local Docker daemon can be reached as ``tcp://``.
 """
 from __future__ import annotations
 
@@ -138,13 +139,11 @@ class TLSDockerd:
             remove_labelled(self.outer, f"{LABEL}={self.name}")
 
 
-class TLSFront:
-    """HTTPS on 127.0.0.1:<port> (``cert``/``key``), forwarded as plain TCP to 127.0.0.1:``upstream``."""
+class Front:
+    """Plain TCP on 127.0.0.1:<port>, forwarded to the unix socket ``upstream`` (a Docker daemon reached over TCP)."""
 
-    def __init__(self, upstream: int, cert: str, key: str) -> None:
+    def __init__(self, upstream: str | int) -> None:
         self.upstream = upstream
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self._stop = threading.Event()
@@ -152,9 +151,9 @@ class TLSFront:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"tcp://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> TLSFront:
+    def __enter__(self) -> Front:
         self._thread.start()
         return self
 
@@ -170,13 +169,22 @@ class TLSFront:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
+    def _accept(self, conn: socket.socket) -> socket.socket | None:
+        """The client's side of the forward (``None``: the connection was refused and closed)."""
+        return conn
+
+    def _connect(self) -> socket.socket:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.settimeout(30)
+        upstream.connect(str(self.upstream))
+        upstream.settimeout(None)
+        return upstream
+
     def _handle(self, conn: socket.socket) -> None:
-        try:
-            tls = self.context.wrap_socket(conn, server_side=True)
-        except (ssl.SSLError, OSError):
-            conn.close()  # the client refused our certificate: that is the point of some tests
+        client = self._accept(conn)
+        if client is None:
             return
-        upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=30)
+        upstream = self._connect()
 
         def pump(src: socket.socket, dst: socket.socket) -> None:
             try:
@@ -191,9 +199,32 @@ class TLSFront:
                     except OSError:
                         pass
 
-        back = threading.Thread(target=pump, args=(upstream, tls), daemon=True)
+        back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
         back.start()
-        pump(tls, upstream)
+        pump(client, upstream)
         back.join(timeout=30)
-        tls.close()
+        client.close()
         upstream.close()
+
+
+class TLSFront(Front):
+    """HTTPS on 127.0.0.1:<port> (``cert``/``key``), forwarded as plain TCP to 127.0.0.1:``upstream``."""
+
+    def __init__(self, upstream: int, cert: str, key: str) -> None:
+        super().__init__(upstream)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _accept(self, conn: socket.socket) -> socket.socket | None:
+        try:
+            return self.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            conn.close()  # the client refused our certificate: that is the point of some tests
+            return None
+
+    def _connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.upstream), timeout=30)

@@ -26,6 +26,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._brain_copy import
     backup_temp_path,
     check_container_path,
     companion_paths,
+    direct_source,
     explain_sqlite_failure,
     extract_single_member,
     journal_mode_argv,
@@ -364,3 +365,90 @@ def test_extract_refuses_a_header_with_a_bad_checksum(tmp_path):
     data = bytearray(tar_bytes(regular()))
     data[0] ^= 0x01  # the name changes, the stored checksum no longer matches
     _refused(tmp_path, bytes(data), "not a valid tar stream")
+
+
+# -- the direct copy's decision --------------------------------------------------
+
+def _volume(tmp_path, brain: str = "brain.sqlite", **mount):
+    """A volume's mount point on this host holding a brain file, and its ``Mounts`` entry."""
+    data = tmp_path / "volumes" / "engine-data-1" / "_data"
+    data.mkdir(parents=True)
+    (data / brain).write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)
+    entry = {"Type": "volume", "Name": "engine-data-1", "Driver": "local", "Source": str(data),
+             "Destination": "/data", "RW": True}
+    entry.update(mount)
+    return data, entry
+
+
+@pytest.mark.parametrize("host", ["unix:///var/run/docker.sock", "/var/run/docker.sock", "http+unix://%2Frun%2Fd.sock"])
+def test_direct_on_a_local_socket_and_a_local_volume(tmp_path, host):
+    data, mount = _volume(tmp_path)
+    found = direct_source(host, mount, "/data/brain.sqlite")
+    assert found.path == str(data / "brain.sqlite") and found.problem is None
+
+
+def test_direct_with_a_bind_mount_and_a_nested_brain_path(tmp_path):
+    data, mount = _volume(tmp_path, brain="brain.sqlite", Type="bind", Name=None, Driver=None, Destination="/srv/")
+    (data / "sub").mkdir()
+    (data / "sub" / "b.db").write_bytes(b"x")
+    assert direct_source("unix:///d.sock", mount, "/srv/sub/b.db").path == str(data / "sub" / "b.db")
+    # A single file bind-mounted as the brain.
+    file_mount = {"Type": "bind", "Source": str(data / "brain.sqlite"), "Destination": "/data/brain.sqlite"}
+    assert direct_source("unix:///d.sock", file_mount, "/data/brain.sqlite").path == str(data / "brain.sqlite")
+
+
+@pytest.mark.parametrize("host, fragment", [
+    ("tcp://127.0.0.1:2375", "reached at tcp://127.0.0.1:2375, not through a unix socket"),
+    ("https://127.0.0.1:2376", "not through a unix socket on this host"),
+    ("ssh://root@127.0.0.1", "ssh://root@127.0.0.1"),
+])
+def test_no_direct_copy_from_a_remote_daemon(tmp_path, host, fragment):
+    _data, mount = _volume(tmp_path)
+    found = direct_source(host, mount, "/data/brain.sqlite")
+    assert found.path is None and fragment in found.problem
+
+
+def test_no_direct_copy_with_another_driver_or_mount(tmp_path):
+    _data, mount = _volume(tmp_path, Driver="rexray/ebs")
+    found = direct_source("unix:///d.sock", mount, "/data/brain.sqlite")
+    assert found.path is None and "volume driver 'rexray/ebs', not 'local'" in found.problem
+    _data2, tmpfs = _volume(tmp_path / "t", Type="tmpfs")
+    assert "mount of type 'tmpfs'" in direct_source("unix:///d.sock", tmpfs, "/data/brain.sqlite").problem
+    assert "not on a volume or bind mount" in direct_source("unix:///d.sock", None, "/data/brain.sqlite").problem
+    relative = dict(mount, Driver="local", Source="volumes/x")
+    assert "no absolute mount point" in direct_source("unix:///d.sock", relative, "/data/brain.sqlite").problem
+
+
+def test_no_direct_copy_when_this_host_does_not_see_the_brain(tmp_path):
+    data, mount = _volume(tmp_path)
+    elsewhere = dict(mount, Source=str(tmp_path / "vm-only" / "_data"))
+    found = direct_source("unix:///d.sock", elsewhere, "/data/brain.sqlite")
+    assert found.path is None and "does not exist on this host" in found.problem
+    found = direct_source("unix:///d.sock", mount, "/data/other.sqlite")
+    assert found.path is None and f"not a regular file at {data / 'other.sqlite'}" in found.problem
+    (data / "dir.sqlite").mkdir()
+    assert "not a regular file" in direct_source("unix:///d.sock", mount, "/data/dir.sqlite").problem
+
+
+def test_no_direct_copy_through_a_symlink(tmp_path):
+    data, mount = _volume(tmp_path)
+    # Inside the container /data/link.sqlite -> /data/brain.sqlite; on this host that target is another path.
+    os.symlink("/data/brain.sqlite", data / "link.sqlite")
+    found = direct_source("unix:///d.sock", mount, "/data/link.sqlite")
+    assert found.path is None and "symlink" in found.problem
+    os.symlink("brain.sqlite", data / "relative.sqlite")
+    assert "symlink" in direct_source("unix:///d.sock", mount, "/data/relative.sqlite").problem
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may read and write any file")
+def test_no_direct_copy_without_read_and_write_access(tmp_path):
+    data, mount = _volume(tmp_path)
+    os.chmod(data / "brain.sqlite", 0o444)
+    found = direct_source("unix:///d.sock", mount, "/data/brain.sqlite")
+    assert found.path is None and f"uid {os.geteuid()}" in found.problem and "may not read and write" in found.problem
+
+
+def test_direct_decision_refuses_a_bad_brain_path(tmp_path):
+    _data, mount = _volume(tmp_path)
+    with pytest.raises(BrainCopyError, match="brain path"):
+        direct_source("unix:///d.sock", mount, "/data/../etc/passwd")
