@@ -27,7 +27,7 @@ description:
     stream's sha256. The container is the Engine's own (C(docker exec)) while it runs. When it does not run, a
     throwaway helper container of the Engine's own image with the Engine's volumes runs the very same commands and is
     removed afterwards.
-  - Both ways copy a brain in WAL mode inside a single read transaction: one consistent state of the brain, so steady
+  - Both ways copy a brain in WAL mode inside a single read transaction, one consistent state of the brain, so steady
     writes neither block the copy nor make it start over. Both keep the brain's journal mode flag in the copy.
   - O(state=verified) checks a snapshot against its manifest (size, sha256) and with C(PRAGMA integrity_check), and
     fails if it does not match.
