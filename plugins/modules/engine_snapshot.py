@@ -102,7 +102,7 @@ options:
   timeout:
     description:
       - Seconds each Docker-side step (the backup inside the container, a transfer, an upload) may take in all, and
-        the direct copy of O(copy_method=direct) too.
+        the copy straight from the volume (RV(backup.copy_method=direct)) too.
     type: float
     default: 600
   copy_method:
