@@ -329,22 +329,45 @@ def upgrader_command(upgrader: str, mode: str, fleet: Fleet, target: str, scratc
 # ------------------------------------------------------------------ one run
 
 
-def container_events(fleet: Fleet, since: float, until: float) -> dict[str, list[tuple[str, float]]]:
-    """The Docker daemon's container events of the fleet in [since, until]: name -> [(action, time)]."""
-    events: dict[str, list[tuple[str, float]]] = {}
-    for event in fleet.docker.events(since=int(since), until=int(until) + 1, decode=True,
-                                     filters={"type": "container", "label": f"{LABEL}={fleet.prefix}"}):
-        name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
-        events.setdefault(name, []).append((event.get("Action", ""), event["timeNano"] / 1e9))
-    return events
+class EventRecorder:
+    """The Docker daemon's container events of a fleet, streamed while it runs (the daemon keeps only the last
+    few hundred for ``since``): ``events`` is a list of {id, name, old_name, action, time}."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.events: list[dict] = []
+        self._stream = fleet.docker.events(decode=True, filters={"type": "container", "label": f"{LABEL}={fleet.prefix}"})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._stream:
+                attributes = event.get("Actor", {}).get("Attributes", {})
+                self.events.append({"id": event.get("Actor", {}).get("ID", ""), "name": attributes.get("name", ""),
+                                    "old_name": attributes.get("oldName", "").lstrip("/"),
+                                    "action": event.get("Action", ""), "time": event["timeNano"] / 1e9})
+        except Exception:  # noqa: BLE001 - the stream ends with an error when it is closed
+            return
+
+    def stop(self) -> list[dict]:
+        time.sleep(0.5)  # the last events of the run reach the stream
+        self._stream.close()
+        self._thread.join(5)
+        return self.events
+
+
+def old_container_exits(events: list[dict], name: str, new_id: str) -> list[float]:
+    """When the containers that were called ``name`` before ``new_id`` exited (``die``), renamed or not."""
+    ids = {e["id"] for e in events if name in (e["name"], e["old_name"]) and e["id"] != new_id}
+    return sorted(e["time"] for e in events if e["id"] in ids and e["action"] == "die")
 
 
 def engine_figures(raw: dict, target_image: str, gates_on: bool, eval_turns: int) -> dict[str, dict]:
     """Per Engine: its outage, boot-to-healthy, stop time, median turn time on the new release and gates.
 
     ``raw`` is what a run recorded: ``health`` (name -> [time, ok, seconds]), ``turns`` (the load generator's
-    turns as dicts), ``events`` (name -> [action, time]), ``started_at`` and ``images`` (name -> the final
-    container's StartedAt and image).
+    turns as dicts), ``events`` (the Docker daemon's, see :class:`EventRecorder`), ``started_at``, ``images``
+    and ``ids`` (name -> the final container's StartedAt, image and id).
     """
     figures = {}
     for name, samples in raw["health"].items():
@@ -352,7 +375,7 @@ def engine_figures(raw: dict, target_image: str, gates_on: bool, eval_turns: int
         health = [(t, ok) for t, ok, _elapsed in samples]
         mine = [t for t in raw["turns"] if t["engine"] == name]
         out = outage(health, [(t["started_at"], t["outcome"] not in BAD_TURNS) for t in mine], new_start)
-        dies = [t for action, t in raw["events"].get(name, []) if action == "die" and t < new_start]
+        dies = [t for t in old_container_exits(raw["events"], name, raw["ids"][name]) if t < new_start]
         stop_seconds = (dies[-1] - out.start) if dies and out.start is not None and dies[-1] >= out.start else 0.0
         boot = (out.first_ok - new_start) if out.first_ok is not None else None
         after = [t["elapsed_ms"] / 1000 for t in mine
@@ -417,15 +440,15 @@ def one_run(engines: int, mode: str, upgrader: str, args) -> tuple[dict, dict]:
     fleet = Fleet(prefix, engines, release=args.from_release, first_port=free_port_block(engines), kind="bench")
     scratch = tempfile.mkdtemp(prefix=f"rollout-bench-{upgrader}-")
     target = releases.tag(args.to_release)
-    load = prober = None
+    load = prober = recorder = None
     try:
         log(f"{engines} Engines, {mode}, {upgrader}: fleet {prefix} of {fleet.image} coming up")
         fleet.up(wait=180)
+        recorder = EventRecorder(fleet)
         prober = Prober(fleet.engines).start()
         load = LoadGenerator(fleet.engines, seconds=6 * 3600, pause=PROBE_INTERVAL, turn_timeout=60).start()
         time.sleep(args.settle)
         cmd, env, stdin = upgrader_command(upgrader, mode, fleet, target, scratch)
-        since = time.time()
         log(f"  running {upgrader}: {' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[:2])}")
         measured = run_measured(cmd, env, stdin, os.path.join(scratch, "upgrader.log"))
         log(f"  {upgrader} exited {measured['rc']} after {measured['wall_seconds']:.1f}s")
@@ -437,11 +460,13 @@ def one_run(engines: int, mode: str, upgrader: str, args) -> tuple[dict, dict]:
         report = load.stop()
         load = None
         prober.stop()
+        events, recorder = recorder.stop(), None
         containers = {e.name: fleet.container(e).attrs for e in fleet.engines}
         raw = {"health": prober.samples, "turns": [vars(t) for t in report.turns],
-               "events": container_events(fleet, since - 1, time.time()),
+               "events": events,
                "started_at": {n: c["State"]["StartedAt"] for n, c in containers.items()},
-               "images": {n: c["Config"]["Image"] for n, c in containers.items()}}
+               "images": {n: c["Config"]["Image"] for n, c in containers.items()},
+               "ids": {n: c["Id"] for n, c in containers.items()}}
         log_tail = ""
         if measured["rc"] != 0:
             with open(os.path.join(scratch, "upgrader.log"), encoding="utf-8", errors="replace") as handle:
@@ -461,6 +486,8 @@ def one_run(engines: int, mode: str, upgrader: str, args) -> tuple[dict, dict]:
             load.stop()
         if prober is not None:
             prober.stop()
+        if recorder is not None:
+            recorder.stop()
         fleet.down()
         shutil.rmtree(scratch, ignore_errors=True)
 
