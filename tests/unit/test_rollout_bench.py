@@ -104,3 +104,16 @@ def test_the_fast_profile_is_set_against_the_plain_playbook_of_the_same_shape():
     runs = [{"engines": 10, "mode": "batched", "upgrader": u, "wall_seconds": w}
             for u, w in (("collection", 300.0), ("collection-fast", 60.0), ("playbook", 40.0))]
     assert rollout.fast_against_peer(runs) == {(10, "batched"): (1.5, 7.5)}
+
+
+def test_the_old_containers_exit_is_found_through_a_rename():
+    events = [
+        {"id": "old", "name": "engine-a", "old_name": "", "action": "rename", "time": 0.5},
+        {"id": "old", "name": "engine-a-previous", "old_name": "engine-a", "action": "rename", "time": 1.0},
+        {"id": "new", "name": "engine-a", "old_name": "", "action": "create", "time": 1.5},
+        {"id": "old", "name": "engine-a-previous", "old_name": "", "action": "die", "time": 2.0},
+        {"id": "new", "name": "engine-a", "old_name": "", "action": "start", "time": 2.5},
+        {"id": "new", "name": "engine-a", "old_name": "", "action": "die", "time": 9.0},
+        {"id": "other", "name": "engine-b", "old_name": "", "action": "die", "time": 2.2},
+    ]
+    assert rollout.old_container_exits(events, "engine-a", "new") == [2.0]
