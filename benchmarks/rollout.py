@@ -178,7 +178,7 @@ def spread(values: list[float]) -> dict[str, float | None]:
 
 def parse_docker_time(value: str) -> float:
     """Docker's RFC 3339 time with nanoseconds (``2026-12-03T11:41:22.123456789Z``) as epoch seconds."""
-    stamp, _, fraction = value.rstrip("Z").partition(".")
+    stamp, _dot, fraction = value.rstrip("Z").partition(".")
     seconds = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp()
     return seconds + (float("0." + fraction) if fraction else 0.0)
 
