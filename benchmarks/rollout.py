@@ -409,10 +409,12 @@ def summarise(run: dict, raw: dict, eval_turns: int) -> dict:
     per_engine = engine_figures(raw, run["to"], gates_on, eval_turns)
     names = list(raw["health"])
     batches = serial_batches(names, 1 if run["mode"] == "sequential" else list(BATCHES))
+    # An Engine left on (or rolled back to) the old release has no swap to measure: it counts for nothing.
+    upgraded = {n: f for n, f in per_engine.items() if f["upgraded"]}
     bound = None
-    if all(f["stop_to_healthy_seconds"] is not None for f in per_engine.values()):
-        bound = lower_bound(batches, {n: f["stop_to_healthy_seconds"] for n, f in per_engine.items()},
-                            {n: f["gate_seconds"] for n, f in per_engine.items()})
+    if all(f["stop_to_healthy_seconds"] is not None for f in upgraded.values()):
+        bound = lower_bound(batches, {n: upgraded[n]["stop_to_healthy_seconds"] if n in upgraded else 0.0 for n in names},
+                            {n: f["gate_seconds"] for n, f in upgraded.items()})
     counts = {outcome: 0 for outcome in OUTCOMES}
     for turn in raw["turns"]:
         counts[turn["outcome"]] += 1
@@ -420,13 +422,13 @@ def summarise(run: dict, raw: dict, eval_turns: int) -> dict:
     return {
         **run,
         "batches": [len(b) for b in batches],
-        "upgraded": sum(f["upgraded"] for f in per_engine.values()),
+        "upgraded": len(upgraded),
         "lower_bound_seconds": None if bound is None else round(bound, 2),
         "wall_over_lower_bound": None if not bound else round(run["wall_seconds"] / bound, 2),
         "gates_in_lower_bound": gates_on,
-        "outage_seconds": spread([f["outage_seconds"] for f in per_engine.values()]),
-        "boot_to_healthy_seconds": spread([f["boot_to_healthy_seconds"] for f in per_engine.values()]),
-        "stop_seconds": spread([f["stop_seconds"] for f in per_engine.values()]),
+        "outage_seconds": spread([f["outage_seconds"] for f in upgraded.values()]),
+        "boot_to_healthy_seconds": spread([f["boot_to_healthy_seconds"] for f in upgraded.values()]),
+        "stop_seconds": spread([f["stop_seconds"] for f in upgraded.values()]),
         "turns": counts,
         "controller_cpu_seconds_per_engine": round(run["controller_cpu_seconds"] / engines, 3),
         "controller_peak_rss_mib_per_engine": round(run["controller_peak_rss_mib"] / engines, 1),
