@@ -10,7 +10,7 @@ MODE ?= run
 COLLECTIONS := .ansible/collections
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(COLLECTIONS)
 
-.PHONY: help venv docker images demo demo-down collection-path eval test sanity lint bench bench-verdicts clean
+.PHONY: help venv docker images demo demo-down collection-path eval test sanity lint bench bench-rollout bench-verdicts clean
 
 help:
 	@echo "make demo   - bring up the local demo fleet of reference Engines and run the demo"
@@ -18,6 +18,7 @@ help:
 	@echo "make images - build the reference Engine's release images into the local registry"
 	@echo "make eval ENGINE=engine-demo-01 [MODE=run|baseline|compare] - the eval suite on one Engine"
 	@echo "make bench  - benchmarks"
+	@echo "make bench-rollout [ROLLOUT_ARGS='--engines 10 --modes batched'] - a rollout: the collection against a plain playbook and a shell loop"
 
 venv:
 	@scripts/venv.sh
@@ -61,6 +62,15 @@ lint: venv
 bench: images
 	$(PY) benchmarks/snapshot_1gib.py
 	$(PY) benchmarks/inventory_scale.py
+
+# A patch rollout on fleets of 10 and 50 Engines, batched and sequential: the collection against a plain
+# community.docker playbook and a stop-and-start shell loop (benchmarks/peers/). community.docker comes from
+# PyPI's ansible package, unpacked beside the venv (not into it). Narrow it with ROLLOUT_ARGS, e.g.
+# ROLLOUT_ARGS='--engines 10 --modes batched --upgraders collection-fast,playbook'.
+ROLLOUT_ARGS ?= --engines 10,50
+bench-rollout: images collection-path
+	@$(PY) benchmarks/peers/community_docker.py .ansible/peer-collections
+	$(PY) benchmarks/rollout.py $(ROLLOUT_ARGS)
 
 # How often engine_eval and engine_metrics miss a planted regression or fail A/A (about 20 min).
 bench-verdicts: images
