@@ -176,10 +176,12 @@ def test_every_variable_the_templates_set_is_one_the_playbooks_read():
 
 
 def _accepted(variable: str, default: str) -> list[str]:
-    """The values the rollout-options assert of playbooks/upgrade.yml accepts for ``variable``."""
+    """The values the rollout-options assert of playbooks/upgrade.yml accepts for ``variable`` (default checked too)."""
     text = (ROOT / "playbooks" / "upgrade.yml").read_text()
-    match = re.search(rf"- {variable} \| default\('{default}'\) in (\[[^\]]*\])", text)
+    match = re.search(rf"- {variable} in (\[[^\]]*\])", text)
     assert match, f"upgrade.yml no longer checks {variable}"
+    defaults = yaml.safe_load((ROOT / "roles" / "rollout" / "defaults" / "main.yml").read_text())
+    assert defaults[variable] == default, f"the rollout role's default of {variable} is {defaults[variable]!r}"
     return yaml.safe_load(match.group(1))
 
 
