@@ -473,6 +473,18 @@ def cpu_stall_microseconds(text: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+CPU_PRESSURE_FILE = "/proc/pressure/cpu"
+
+
+def host_cpu_stall(path: str = CPU_PRESSURE_FILE) -> float | None:
+    """Microseconds some task of this host has waited for a CPU since boot; ``None`` without pressure stall info."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return cpu_stall_microseconds(handle.read())
+    except OSError:
+        return None
+
+
 def cpu_pressure(stall_before: float | None, stall_after: float | None, seconds: float) -> float | None:
     """The share of ``seconds`` some task waited for a CPU, from two :func:`cpu_stall_microseconds` readings."""
     if stall_before is None or stall_after is None or seconds <= 0 or stall_after < stall_before:

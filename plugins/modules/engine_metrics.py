@@ -466,7 +466,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._signals import (
     check_window,
     compare_windows,
     cpu_pressure,
-    cpu_stall_microseconds,
+    host_cpu_stall,
     merge_windows,
     parse_logs,
     parse_since,
@@ -477,7 +477,6 @@ from ansible_collections.engineops.fleet.plugins.module_utils._snapshot import w
 
 # Time for the last probes' completion lines to reach the log after their streams ended.
 LOG_SETTLE_SECONDS = 1.0
-CPU_PRESSURE_FILE = "/proc/pressure/cpu"
 RUN_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
 
@@ -534,15 +533,6 @@ def probe_runner(em: EngineModule, first: EngineClient):
                 client.close()
 
     return execute, close
-
-
-def cpu_stall() -> float | None:
-    """Microseconds some task of this host has waited for a CPU since boot; ``None`` without Linux pressure stall info."""
-    try:
-        with open(CPU_PRESSURE_FILE, encoding="ascii") as handle:
-            return cpu_stall_microseconds(handle.read())
-    except OSError:
-        return None
 
 
 def load_reference(em: EngineModule) -> dict:
@@ -706,13 +696,13 @@ def main() -> None:
                 em.fail(f"Cannot probe {facts.name}: its container is {facts.state}, not running")
             first = em.http(facts)
             execute, close = probe_runner(em, first)
-            stall_before, probes_started = cpu_stall(), time.monotonic()
+            stall_before, probes_started = host_cpu_stall(), time.monotonic()
             try:
                 outcomes = run_probes(params["probe_messages"] or list(DEFAULT_PROBE_MESSAGES), params["probes"],
                                       run_id, execute, params["probe_concurrency"])
             finally:
                 close()
-            pressure = cpu_pressure(stall_before, cpu_stall(), time.monotonic() - probes_started)
+            pressure = cpu_pressure(stall_before, host_cpu_stall(), time.monotonic() - probes_started)
             refused = [o for o in outcomes if o.http_status is not None and 400 <= o.http_status < 500]
             if refused:
                 em.fail(f"The probes of {params['name'] or first.base_url} were refused with {refused[0].error} "

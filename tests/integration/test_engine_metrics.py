@@ -121,6 +121,45 @@ def test_metrics_completion_log_profiles_and_control_cohort(make_fleet, run_modu
         assert "no duration in logs" in sources["log durations"]["reason"]
 
 
+def test_metrics_latency_needs_a_reference_of_the_same_conditions(make_fleet, run_module, tmp_path):
+    """A slowdown of the same release against a stale baseline is inconclusive; a planted one against a control
+    cohort observed over the same window fails.
+
+    The stand-in for a busy machine is the reference Engine's ``[sim:sleep=N]`` directive in the probe messages:
+    the same release, the same container, every turn slower because of what the client asked, not of the release.
+    """
+    engines = bring_up(make_fleet, [("old", "baseline", "september-engine"), ("control", "baseline", "september-engine"),
+                                    ("canary", "bad-latency", "september-engine")])
+    baseline = tmp_path / "metrics.json"
+    recorded = run_module("engine_metrics", metrics_args(engines["old"], mode="baseline", baseline=str(baseline),
+                                                         concurrent_engines=2))
+    assert not recorded["failed"], recorded.get("msg")
+    assert recorded["window"]["conditions"]["concurrent_engines"] == 2
+    assert json.loads(baseline.read_text())["conditions"] == recorded["window"]["conditions"]
+    time.sleep(3)  # the baseline is now older than reference_max_age below
+    slow = ["What is the capital of France? [sim:sleep=700]", "What is 17 + 25? [sim:sleep=700]"]
+    stale = run_module("engine_metrics", metrics_args(engines["old"], mode="compare", baseline=str(baseline),
+                                                      probe_messages=slow, reference_max_age=2,
+                                                      signals=["latency", "error_rate"]))
+    assert not stale["failed"] and stale["verdict"] == "inconclusive", stale["comparison"]["reasons"]
+    latency = stale["comparison"]["signals"]["latency"]
+    assert latency["verdict_under_same_conditions"] == "fail"  # the slowdown is real: same conditions would fail it
+    assert "but the baseline was taken" in latency["reason"] and "inconclusive without a same-window reference" \
+        in latency["reason"]
+    assert stale["comparison"]["signals"]["error_rate"]["verdict"] == "pass"
+    assert not stale["comparison"]["reference"]["same_conditions"]
+
+    # The control and the canary over one window (the control observed first, from the same start).
+    since = f"{time.time():.3f}"
+    control = run_module("engine_metrics", dict(metrics_args(engines["control"]), since=since))
+    canary = run_module("engine_metrics", dict(metrics_args(engines["canary"], mode="compare",
+                                                            control=[control["window"]]), since=since))
+    assert canary["failed"] and canary["verdict"] == "fail", canary["comparison"]["reasons"]
+    assert canary["comparison"]["failing"] == ["latency"], canary["comparison"]["reasons"]
+    reference = canary["comparison"]["reference"]
+    assert reference["same_conditions"] and "control cohort of 1 Engine(s)" in reference["description"]
+
+
 def test_metrics_refuses_bad_options(docker_client, run_module, tmp_path):
     result = run_module("engine_metrics", {"engine_url": "http://127.0.0.1:9", "logs": False, "probes": 0,
                                            "duration_log_fields": ["duration"]})

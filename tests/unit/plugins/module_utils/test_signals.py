@@ -437,6 +437,13 @@ def test_cpu_pressure(before, after, seconds, expected):
     assert sg.cpu_pressure(before, after, seconds) == expected
 
 
+def test_host_cpu_stall(tmp_path):
+    pressure = tmp_path / "cpu"
+    pressure.write_text("some avg10=1.00 avg60=0.50 avg300=0.10 total=42\n")
+    assert sg.host_cpu_stall(str(pressure)) == 42.0
+    assert sg.host_cpu_stall(str(tmp_path / "none")) is None
+
+
 def conditions(engines=1, concurrency=4, pressure=0.1):
     return sg.window_conditions(engines, concurrency, 80, pressure)
 
