@@ -59,6 +59,7 @@ WINDOW_FORMAT = "engineops.fleet.metrics/1"
 SIGNALS = ("error_rate", "latency", "cache_hit_ratio", "new_templates")
 # Failures the client saw as a timeout or a lost connection, without an Engine error: a busy host makes them too.
 TRANSPORT_ERRORS = ("TIMEOUT", "CONNECTION_ERROR")
+CPU_PRESSURE_FILE = "/proc/pressure/cpu"  # Linux pressure stall information
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LEVEL_ALIASES = {"WARN": "WARNING", "ERR": "ERROR", "FATAL": "CRITICAL", "CRIT": "CRITICAL"}
 DEFAULT_START_MESSAGES = ("Starting execution",)
@@ -471,9 +472,6 @@ def cpu_stall_microseconds(text: str) -> float | None:
     """The ``some ... total=`` of a Linux pressure file (``/proc/pressure/cpu``): microseconds some task waited."""
     match = re.search(r"^some\b.*\btotal=(\d+)", text, re.MULTILINE)
     return float(match.group(1)) if match else None
-
-
-CPU_PRESSURE_FILE = "/proc/pressure/cpu"
 
 
 def host_cpu_stall(path: str = CPU_PRESSURE_FILE) -> float | None:
