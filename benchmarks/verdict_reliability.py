@@ -251,39 +251,39 @@ def batched_run(run: int, fleet: Fleet, planted: dict, docker: EngineDocker, sui
         together = len(engines) + len(extra)
         mate = engines[0]  # the planted Engines stand in for an upgraded batch-mate: they get its references
 
-        def gather(engine, tag, evals=True, n=together):
-            run_id = f"b{run}x{number}x{tag}"
-            records = eval_run(engine, suite, run_id) if evals else None
-            return records, metrics_window(engine, docker, run_id, probes, n)
+        def step(tagged, n):
+            """One play step in lockstep: every Engine's evals at once, then every metrics window at once."""
+            evaluated = [(key, engine, tag) for key, engine, tag in tagged if not key.startswith("control")]
+            with ThreadPoolExecutor(max_workers=len(tagged)) as pool:
+                records = dict(zip([k for k, _e, _t in evaluated], pool.map(
+                    lambda job: eval_run(job[1], suite, f"b{run}x{number}x{job[2]}"), evaluated)))
+                windows = dict(zip([k for k, _e, _t in tagged], pool.map(
+                    lambda job: metrics_window(job[1], docker, f"b{run}x{number}x{job[2]}", probes, n), tagged)))
+            return {key: (records.get(key), windows[key]) for key, _e, _t in tagged}
 
-        with ThreadPoolExecutor(max_workers=together) as pool:  # the just-in-time baseline of the batch
-            fresh = dict(zip([e.name for e in engines] + [label for label, _e in extra],
-                             pool.map(lambda pair: gather(pair[1], "base" + pair[0]),
-                                      [(e.name[-2:], e) for e in engines] + [(lb[4:], e) for lb, e in extra])))
+        members = [(e.name, e, e.name[-2:]) for e in engines] + [(label, e, label[4:]) for label, e in extra]
+        fresh = step([(k, e, "base" + t) for k, e, t in members], together)  # the just-in-time baseline
         with ThreadPoolExecutor(max_workers=len(engines)) as pool:
             list(pool.map(lambda pair: fleet.swap(pair[0], release, ENGINE_SIM_SEED=str(1000 + pair[1] * 7919 + run)),
                           zip(engines, batch)))
         fleet.wait_healthy(120, engines)
         upcoming = [fleet.engines[i] for i in BATCHES[number + 1]] if number + 1 < len(BATCHES) else []
-        # Every window of the verify step is gathered alongside the control's: that is its concurrency.
-        at_once = together + len(upcoming)
-        jobs = [(e.name, e, True) for e in engines] + [(lb, e, True) for lb, e in extra] + \
-               [("control " + e.name, e, False) for e in upcoming]
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:  # the verify step and the control, in one window
-            verified = dict(zip([j[0] for j in jobs], pool.map(
-                lambda job: gather(job[1], "v" + job[0][-2:], job[2], at_once), jobs)))
+        # The verify step, with the next batch's Engines observed alongside: every window's concurrency.
+        verified = step([(k, e, "v" + t) for k, e, t in members]
+                        + [("control " + e.name, e, "c" + e.name[-2:]) for e in upcoming], together + len(upcoming))
         control = merge_windows([verified["control " + e.name][1] for e in upcoming]) if upcoming else None
         for key in [e.name for e in engines] + [label for label, _e in extra]:
             ref_name = mate.name if key in PLANTED else key
             records, window = verified[key]
             base_records, base_window = fresh[ref_name]
             row = {"run": run, "batch": number + 1, "engine": key, "planted": PLANTED.get(key, set()),
-                   "eval": compare_runs({"cases": base_records}, records, EvalThresholds())["verdict"],
+                   "evals": compare_runs({"cases": base_records}, records, EvalThresholds()),
                    "fresh": compare_windows(base_window, window, Thresholds(seed=run)),
                    "control": None if control is None else compare_windows(control, window, Thresholds(seed=run),
                                                                            kind="control")}
             row["stale"] = compare_windows(stale[ref_name], window, Thresholds(seed=run))
             row["stale_eval"] = compare_runs({"cases": stale_evals[ref_name]}, records, EvalThresholds())["verdict"]
+            row["eval"] = row["evals"]["verdict"]
             row["pressure"] = (window.get("conditions") or {}).get("cpu_pressure")
             rows.append(row)
     return rows
@@ -324,8 +324,9 @@ def batched_report(rows: list[dict], runs: int) -> str:
     out.append(f"False rollbacks (evals fail, or signals fail against the control cohort, else the fresh baseline): "
                f"{len(false_rollbacks)} of {len(fleet_rows)} verified Engines")
     for r in false_rollbacks:
-        out.append(f"  run {r['run']} batch {r['batch']} {r['engine']}: evals {r['eval']}; "
-                   + "; ".join(playbook_metrics(r)["reasons"])[:400])
+        out.append(f"  run {r['run']} batch {r['batch']} {r['engine']}: evals {r['eval']} "
+                   f"({'; '.join(r['evals']['reasons'])[:300]}); signals {playbook_metrics(r)['verdict']} "
+                   f"({'; '.join(playbook_metrics(r)['reasons'])[:300]})")
     planted_table = []
     for label, signals in PLANTED.items():
         mine = [r for r in planted_rows if r["engine"] == label]
@@ -336,6 +337,11 @@ def batched_report(rows: list[dict], runs: int) -> str:
                                   Counter(c["verdict"] for c in judged)["inconclusive"]))
     out.append(table("Planted regressions verified in the same batches", planted_table,
                      ("release", "reference", "caught (planted signals fail)", "inconclusive")))
+    for r in planted_rows:
+        comparison = playbook_metrics(r)
+        if comparison["verdict"] != "fail" or not r["planted"] <= set(comparison["failing"]):
+            out.append(f"  missed: run {r['run']} batch {r['batch']} {r['engine']}: {comparison['verdict']} "
+                       f"({'; '.join(comparison['reasons'])[:500]})")
     pressures = [r["pressure"] for r in fleet_rows if r["pressure"] is not None]
     if pressures:
         out.append(f"CPU pressure during the verify probes: median {sorted(pressures)[len(pressures) // 2]:.0%}, "
