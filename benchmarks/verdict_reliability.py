@@ -303,8 +303,8 @@ def batched_report(rows: list[dict], runs: int) -> str:
                    for s in comparison["signals"].values())
 
     out = []
-    kinds = (("control cohort (same window)", lambda r: r["control"]), ("fresh baseline (same concurrency)",
-                                                                         lambda r: r["fresh"]),
+    kinds = (("control cohort (same window)", lambda r: r["control"]),
+             ("fresh baseline (same concurrency)", lambda r: r["fresh"]),
              ("stale up-front baseline", lambda r: r["stale"]))
     table_rows = []
     for title, pick in kinds:

@@ -542,8 +542,8 @@ def reference_conditions(reference: dict[str, Any], current: dict[str, Any], th:
             own.append("has no times to compare")
         elif not (start is not None and start <= until and end >= since) and since - end > th.reference_max_age:
             own.append(f"was taken {_span(since - end)} before this window (at most {_span(th.reference_max_age)})")
-        for key, label in (("concurrent_engines", "Engine(s) observed at once"), ("probe_concurrency",
-                                                                                "probe(s) at a time")):
+        for key, label in (("concurrent_engines", "Engine(s) observed at once"),
+                           ("probe_concurrency", "probe(s) at a time")):
             then, cur = member.get(key), now.get(key)
             if not isinstance(then, int) or not isinstance(cur, int) or cur > then:
                 own.append(f"had {then if isinstance(then, int) else 'unknown'} {label}, now {cur}")
@@ -557,8 +557,8 @@ def reference_conditions(reference: dict[str, Any], current: dict[str, Any], th:
         description = (f"a control cohort of {len(members)} Engine(s) observed under the same conditions" if cohort
                        else "a baseline taken under the same conditions")
     else:
-        description = "; ".join(differences[:3]) + (f" (and {len(differences) - 3} more)" if len(differences) > 3
-                                                   else "")
+        more = len(differences) - 3
+        description = "; ".join(differences[:3]) + (f" (and {more} more)" if more > 0 else "")
     return {"same_conditions": same, "description": description, "differences": differences,
             "current": now or None, "members": members}
 
