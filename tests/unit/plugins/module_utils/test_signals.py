@@ -199,16 +199,17 @@ def probes(n, cache=0.8, error_rate=0.0, latency=160.0, slow_share=0.0, seed=0, 
 
 
 SAME = sg.window_conditions(concurrent_engines=1, probe_concurrency=4, probes=80, cpu_pressure=0.1)
+UNSET = object()
 
 
 def window(turns=80, seed=0, profile="duration_ms", error_rate=0.0, slow_share=0.0, cache=0.8, warning="",
-           refused=0, with_logs=True, with_probes=True, since=1000.0, until=1900.0, conditions=SAME, name="engine-x"):
+           refused=0, with_logs=True, with_probes=True, since=1000.0, until=1900.0, conditions=UNSET, name="engine-x"):
     """A window over [since, until] (by default every window the same span, under the same conditions)."""
     logs = sg.parse_logs(engine_log(turns, profile, error_rate, slow_share=slow_share, warning=warning, seed=seed)) \
         if with_logs else None
     return sg.build_window(logs, probes(turns, cache, error_rate, slow_share=slow_share, seed=seed + 100,
                                         refused=refused) if with_probes else None, since, until,
-                           {"name": name}, conditions=conditions)
+                           {"name": name}, conditions=SAME if conditions is UNSET else conditions)
 
 
 def test_build_window_combines_logs_and_refused_probes():
