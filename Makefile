@@ -72,9 +72,11 @@ bench-rollout: images collection-path
 	@$(PY) benchmarks/peers/community_docker.py .ansible/peer-collections
 	$(PY) benchmarks/rollout.py $(ROLLOUT_ARGS)
 
-# How often engine_eval and engine_metrics miss a planted regression or fail A/A (about 20 min).
+# How often engine_eval and engine_metrics miss a planted regression or fail A/A (about 20 min), then the
+# batched A/A run: a 10-Engine fleet rolled out 20 times in batches of 1-5-4, every gate on (2 hours or more).
 bench-verdicts: images
 	$(PY) benchmarks/verdict_reliability.py --runs 20
+	$(PY) benchmarks/verdict_reliability.py --batched --runs 20
 
 clean:
 	rm -rf tests/output .ansible .pytest_cache build

@@ -19,10 +19,27 @@ with its control cohort. Every Engine runs with its own
 ``ENGINE_SIM_SEED``, so the A/A pair is not one random stream twice; runs
 reuse the containers, each run drawing fresh turns. Latency is measured on
 this machine: other load on it shows up as latency noise (the load average
-is printed with each run). Prints one table per module. Needs the Docker
-daemon and the images (``make images``)::
+is printed with each run). Prints one table per module.
+
+``--batched`` is the batched A/A run instead: a fleet of 10 Engines, every
+gate on, a patch rollout in batches of 1-5-4 as the playbook runs it. The
+whole fleet's baseline is taken once up front (the stale reference); then
+each run, per batch: a baseline of the batch's Engines taken together right
+before it (the same-concurrency reference), the swap to the other of two
+releases identical in behaviour (2.3.0 and 2.3.1, alternating by run), and
+the verify step, every Engine of the batch running its evals and its
+metrics window at once while the next batch's Engines, not yet upgraded,
+are observed in the same window (the control reference). A bad-latency and
+a bad-errors Engine are verified with the 5- and 4-Engine batches, against
+the references of a batch-mate. A false rollback is a fleet Engine whose
+evals fail or whose signals fail against the reference the playbook uses
+(the control cohort, else the fresh baseline); the stale baseline's
+verdicts are counted too, with and without the rule that holds back a
+load-sensitive regression there. Needs the Docker daemon and the images
+(``make images``)::
 
     .venv/bin/python benchmarks/verdict_reliability.py --runs 20
+    .venv/bin/python benchmarks/verdict_reliability.py --batched --runs 20
 """
 from __future__ import annotations
 
@@ -62,8 +79,12 @@ from ansible_collections.engineops.fleet.plugins.module_utils._signals import ( 
     Thresholds,
     build_window,
     compare_windows,
+    cpu_pressure,
+    host_cpu_stall,
+    merge_windows,
     parse_logs,
     run_probes,
+    window_conditions,
 )
 from tests.testbed.fleet import Fleet, free_port_block  # noqa: E402
 
@@ -121,7 +142,7 @@ def eval_run(engine, suite, run_id: str) -> list[dict]:
     return run_suite(suite, run_id, execute, concurrency=4, default_timeout=60)
 
 
-def metrics_window(engine, docker: EngineDocker, run_id: str, probes: int) -> dict:
+def metrics_window(engine, docker: EngineDocker, run_id: str, probes: int, concurrent_engines: int = 1) -> dict:
     since = time.time()
 
     def execute(message, task):
@@ -143,10 +164,13 @@ def metrics_window(engine, docker: EngineDocker, run_id: str, probes: int) -> di
         outcome.usage_events = result.usage.calls
         return outcome
 
+    stall, started = host_cpu_stall(), time.monotonic()
     outcomes = run_probes(list(DEFAULT_PROBE_MESSAGES), probes, run_id, execute, concurrency=4)
+    conditions = window_conditions(concurrent_engines, 4, probes,
+                                   cpu_pressure(stall, host_cpu_stall(), time.monotonic() - started))
     time.sleep(1.0)
     logs = parse_logs(docker.logs(engine.name, since=since), LogOptions())
-    return build_window(logs, outcomes, since, time.time(), {"name": engine.name})
+    return build_window(logs, outcomes, since, time.time(), {"name": engine.name}, conditions=conditions)
 
 
 def one_run(run: int, engines: dict, docker: EngineDocker, suite, probes: int,
@@ -208,14 +232,182 @@ def report(key: str, n: int, eval_verdicts, metric_verdicts, wrong_signal, cases
     return text + "\n\n" + table(title, rows, header)
 
 
+# ---------------------------------------------------------------- the batched A/A run
+
+FLEET_SIZE = 10
+BATCHES = ((0,), (1, 2, 3, 4, 5), (6, 7, 8, 9))  # 10 %, 50 %, 100 % of 10 Engines, as ansible's serial cuts them
+PLANTED = {"bad-latency": {"latency"}, "bad-errors": {"error_rate", "new_templates"}}
+PLANTED_IN = (1, 2)  # the batches the planted Engines are verified with
+
+
+def batched_run(run: int, fleet: Fleet, planted: dict, docker: EngineDocker, suite, probes: int, stale: dict,
+                stale_evals: dict) -> list[dict]:
+    """One rollout of the fleet to the other behaviour-identical release; one row per verified Engine."""
+    release = "patch" if run % 2 else "baseline"
+    rows = []
+    for number, batch in enumerate(BATCHES):
+        engines = [fleet.engines[i] for i in batch]
+        extra = list(planted.items()) if number in PLANTED_IN else []
+        together = len(engines) + len(extra)
+        mate = engines[0]  # the planted Engines stand in for an upgraded batch-mate: they get its references
+
+        def step(tagged, n):
+            """One play step in lockstep: every Engine's evals at once, then every metrics window at once."""
+            evaluated = [(key, engine, tag) for key, engine, tag in tagged if not key.startswith("control")]
+            with ThreadPoolExecutor(max_workers=len(tagged)) as pool:
+                records = dict(zip([k for k, _e, _t in evaluated], pool.map(
+                    lambda job: eval_run(job[1], suite, f"b{run}x{number}x{job[2]}"), evaluated)))
+                windows = dict(zip([k for k, _e, _t in tagged], pool.map(
+                    lambda job: metrics_window(job[1], docker, f"b{run}x{number}x{job[2]}", probes, n), tagged)))
+            return {key: (records.get(key), windows[key]) for key, _e, _t in tagged}
+
+        members = [(e.name, e, e.name[-2:]) for e in engines] + [(label, e, label[4:]) for label, e in extra]
+        fresh = step([(k, e, "base" + t) for k, e, t in members], together)  # the just-in-time baseline
+        with ThreadPoolExecutor(max_workers=len(engines)) as pool:
+            list(pool.map(lambda pair: fleet.swap(pair[0], release, ENGINE_SIM_SEED=str(1000 + pair[1] * 7919 + run)),
+                          zip(engines, batch)))
+        fleet.wait_healthy(120, engines)
+        upcoming = [fleet.engines[i] for i in BATCHES[number + 1]] if number + 1 < len(BATCHES) else []
+        # The verify step, with the next batch's Engines observed alongside: every window's concurrency.
+        verified = step([(k, e, "v" + t) for k, e, t in members]
+                        + [("control " + e.name, e, "c" + e.name[-2:]) for e in upcoming], together + len(upcoming))
+        control = merge_windows([verified["control " + e.name][1] for e in upcoming]) if upcoming else None
+        for key in [e.name for e in engines] + [label for label, _e in extra]:
+            ref_name = mate.name if key in PLANTED else key
+            records, window = verified[key]
+            base_records, base_window = fresh[ref_name]
+            row = {"run": run, "batch": number + 1, "engine": key, "planted": PLANTED.get(key, set()),
+                   "evals": compare_runs({"cases": base_records}, records, EvalThresholds()),
+                   "fresh": compare_windows(base_window, window, Thresholds(seed=run)),
+                   "control": None if control is None else compare_windows(control, window, Thresholds(seed=run),
+                                                                           kind="control")}
+            row["stale"] = compare_windows(stale[ref_name], window, Thresholds(seed=run))
+            row["stale_eval"] = compare_runs({"cases": stale_evals[ref_name]}, records, EvalThresholds())["verdict"]
+            row["eval"] = row["evals"]["verdict"]
+            row["pressure"] = (window.get("conditions") or {}).get("cpu_pressure")
+            rows.append(row)
+    return rows
+
+
+def playbook_metrics(row: dict) -> dict:
+    """The comparison the playbook acts on: the control cohort where there is one, else the fresh baseline."""
+    return row["control"] or row["fresh"]
+
+
+def batched_report(rows: list[dict], runs: int) -> str:
+    fleet_rows = [r for r in rows if not r["planted"]]
+    planted_rows = [r for r in rows if r["planted"]]
+
+    def old_rule(comparison):  # the verdict before load-sensitive regressions were held back
+        return any(s["verdict"] == "fail" or s.get("verdict_under_same_conditions") == "fail"
+                   for s in comparison["signals"].values())
+
+    out = []
+    kinds = (("control cohort (same window)", lambda r: r["control"]),
+             ("fresh baseline (same concurrency)", lambda r: r["fresh"]),
+             ("stale up-front baseline", lambda r: r["stale"]))
+    table_rows = []
+    for title, pick in kinds:
+        judged = [(r, pick(r)) for r in fleet_rows if pick(r) is not None]
+        counts = Counter(c["verdict"] for _r, c in judged)
+        old = sum(1 for _r, c in judged if old_rule(c))
+        table_rows.append((title, len(judged), counts["fail"], counts["inconclusive"], counts["pass"], old))
+    out.append(table(f"Batched A/A ({FLEET_SIZE} Engines, batches 1-5-4, every gate on), {runs} runs: "
+                     "engine_metrics verdicts of the fleet's Engines", table_rows,
+                     ("reference", "verdicts", "fail", "inconclusive", "pass", "fail without the rule")))
+    evals = Counter(r["eval"] for r in fleet_rows)
+    false_rollbacks = [r for r in fleet_rows if r["eval"] == "fail" or playbook_metrics(r)["verdict"] == "fail"]
+    stale_evals = Counter(r["stale_eval"] for r in fleet_rows)
+    out.append(f"engine_eval of the fleet's Engines against their fresh baseline: {evals['fail']} fail, "
+               f"{evals['inconclusive']} inconclusive, {evals['pass']} pass; against the stale up-front one: "
+               f"{stale_evals['fail']} fail, {stale_evals['inconclusive']} inconclusive, {stale_evals['pass']} pass")
+    out.append(f"False rollbacks (evals fail, or signals fail against the control cohort, else the fresh baseline): "
+               f"{len(false_rollbacks)} of {len(fleet_rows)} verified Engines")
+    for r in false_rollbacks:
+        out.append(f"  run {r['run']} batch {r['batch']} {r['engine']}: evals {r['eval']} "
+                   f"({'; '.join(r['evals']['reasons'])[:300]}); signals {playbook_metrics(r)['verdict']} "
+                   f"({'; '.join(playbook_metrics(r)['reasons'])[:300]})")
+    planted_table = []
+    for label, signals in PLANTED.items():
+        mine = [r for r in planted_rows if r["engine"] == label]
+        for title, pick in kinds + (("the playbook's (control, else fresh)", playbook_metrics),):
+            judged = [pick(r) for r in mine if pick(r) is not None]
+            caught = sum(1 for c in judged if c["verdict"] == "fail" and signals <= set(c["failing"]))
+            planted_table.append((label, title, f"{caught}/{len(judged)}",
+                                  Counter(c["verdict"] for c in judged)["inconclusive"]))
+    out.append(table("Planted regressions verified in the same batches", planted_table,
+                     ("release", "reference", "caught (planted signals fail)", "inconclusive")))
+    for r in planted_rows:
+        comparison = playbook_metrics(r)
+        if comparison["verdict"] != "fail" or not r["planted"] <= set(comparison["failing"]):
+            out.append(f"  missed: run {r['run']} batch {r['batch']} {r['engine']}: {comparison['verdict']} "
+                       f"({'; '.join(comparison['reasons'])[:500]})")
+    pressures = [r["pressure"] for r in fleet_rows if r["pressure"] is not None]
+    if pressures:
+        out.append(f"CPU pressure during the verify probes: median {sorted(pressures)[len(pressures) // 2]:.0%}, "
+                   f"max {max(pressures):.0%}")
+    return "\n\n".join(out)
+
+
+def main_batched(args) -> int:
+    with open(SUITE, encoding="utf-8") as handle:
+        suite = parse_suite(yaml.safe_load(handle), str(SUITE))
+    docker = EngineDocker()
+    prefix = f"bench{os.getpid()}"
+    started = time.monotonic()
+    print(f"engineops.fleet from {_TREE}; batched A/A, {args.runs} runs", flush=True)
+    fleet = Fleet(prefix, FLEET_SIZE, release="baseline", first_port=free_port_block(FLEET_SIZE), kind="bench")
+    planted_fleets = {label: Fleet(f"{prefix}p{i}", 1, release=label, first_port=free_port_block(1), kind="bench")
+                      for i, label in enumerate(PLANTED)}
+    rows: list[dict] = []
+    try:
+        def up(pair):
+            index, (owner, engine) = pair
+            owner.seed(engine)
+            owner.start(engine, ENGINE_SIM_SEED=str(1000 + index * 7919))
+
+        everyone = [(fleet, e) for e in fleet.engines] + [(f, f.engines[0]) for f in planted_fleets.values()]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(up, enumerate(everyone)))
+        for owner in [fleet, *planted_fleets.values()]:
+            owner.wait_healthy(120)
+        planted = {label: f.engines[0] for label, f in planted_fleets.items()}
+        with ThreadPoolExecutor(max_workers=FLEET_SIZE) as pool:  # the old up-front pre-flight, every Engine at once
+            up_front = dict(zip([e.name for e in fleet.engines], pool.map(
+                lambda e: (eval_run(e, suite, f"pre{e.name[-2:]}"),
+                           metrics_window(e, docker, f"pre{e.name[-2:]}", args.probes, FLEET_SIZE)), fleet.engines)))
+        stale = {name: w for name, (_r, w) in up_front.items()}
+        stale_evals = {name: r for name, (r, _w) in up_front.items()}
+        for run in range(1, args.runs + 1):
+            load = os.getloadavg()[0]
+            mine = batched_run(run, fleet, planted, docker, suite, args.probes, stale, stale_evals)
+            rows += mine
+            marks = " ".join(f"{r['engine'][-2:] if not r['planted'] else r['engine']}="
+                             f"{r['eval'][0]}{playbook_metrics(r)['verdict'][0]}" for r in mine)
+            print(f"run {run:>2}: {marks} ({time.monotonic() - started:.0f}s, load {load:.1f}-"
+                  f"{os.getloadavg()[0]:.1f})", flush=True)
+    finally:
+        if not args.keep:
+            for owner in [fleet, *planted_fleets.values()]:
+                owner.down()
+    print()
+    print(batched_report(rows, args.runs))
+    print(f"\n{args.runs} runs in {time.monotonic() - started:.0f}s on {os.cpu_count()} CPUs")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--probes", type=int, default=80, help="probe turns per metrics window (default 80)")
     parser.add_argument("--parallel", action="store_true",
                         help="gather every Engine's window at the same time instead of one after the other")
+    parser.add_argument("--batched", action="store_true",
+                        help="the batched A/A run: a 10-Engine fleet upgraded in batches of 1-5-4, every gate on")
     parser.add_argument("--keep", action="store_true", help="leave the Engines running")
     args = parser.parse_args(argv)
+    if args.batched:
+        return main_batched(args)
     with open(SUITE, encoding="utf-8") as handle:
         suite = parse_suite(yaml.safe_load(handle), str(SUITE))
     docker = EngineDocker()  # DOCKER_HOST and the other DOCKER_* variables, else the local socket

@@ -22,7 +22,11 @@ Sources, as the Engine's contract documents them:
 :func:`merge_windows` pools the windows of a control cohort;
 :func:`compare_windows` judges a window against a baseline window, signal
 by signal, with a three-valued verdict (pass, fail, inconclusive) and its
-evidence.
+evidence. Latency and the error rate's timeouts are *load-sensitive*: a
+window carries the ``conditions`` it was measured under
+(:func:`window_conditions`), and :func:`reference_conditions` says whether
+the reference was measured under the current window's; when it was not, a
+load-sensitive regression alone is ``inconclusive``, never ``fail``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ from ansible_collections.engineops.fleet.plugins.module_utils._stats import (
 
 WINDOW_FORMAT = "engineops.fleet.metrics/1"
 SIGNALS = ("error_rate", "latency", "cache_hit_ratio", "new_templates")
+# Failures the client saw as a timeout or a lost connection, without an Engine error: a busy host makes them too.
+TRANSPORT_ERRORS = ("TIMEOUT", "CONNECTION_ERROR")
+CPU_PRESSURE_FILE = "/proc/pressure/cpu"  # Linux pressure stall information
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LEVEL_ALIASES = {"WARN": "WARNING", "ERR": "ERROR", "FATAL": "CRITICAL", "CRIT": "CRITICAL"}
 DEFAULT_START_MESSAGES = ("Starting execution",)
@@ -403,28 +410,34 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def build_window(logs: dict[str, Any] | None, probes: Sequence[ProbeOutcome] | None, since: float | None,
-                 until: float | None, engine: dict[str, Any] | None = None, max_samples: int = 2000) -> dict[str, Any]:
+                 until: float | None, engine: dict[str, Any] | None = None, max_samples: int = 2000,
+                 conditions: dict[str, Any] | None = None) -> dict[str, Any]:
     """A window of signals: the log signals, the probe signals, and the turn error rate combining them.
 
     With logs, turns are the turns the log says started, plus probes the
     Engine refused before starting them (5xx, unreachable); failures are
     turns with an ERROR line, plus those refused probes. Without logs,
-    probes alone.
+    probes alone. ``transport_failed_turns`` are the failures the client saw
+    as a timeout or a lost connection (:data:`TRANSPORT_ERRORS`);
+    ``conditions`` (:func:`window_conditions`) says what the window was
+    measured under.
     """
     probe_data = None if probes is None else probe_signals(probes, max_samples)
     log_data = None
     if logs is not None:
         log_data = dict(logs)
         started_ids = log_data.pop("started_ids", set())
-    turns = failed = 0
+    turns = failed = transport = 0
     if log_data is not None:
         turns, failed = log_data["turns_started"], log_data["turns_failed"]
         for outcome in probes or ():
             if not outcome.started and outcome.task_id not in started_ids:
                 turns += 1
                 failed += 1
+                transport += outcome.error in TRANSPORT_ERRORS
     elif probe_data is not None:
         turns, failed = probe_data["sent"], probe_data["failed"]
+        transport = sum(1 for o in probes or () if not o.ok and o.error in TRANSPORT_ERRORS)
     return {
         "format": WINDOW_FORMAT,
         "engine": engine,
@@ -433,11 +446,121 @@ def build_window(logs: dict[str, Any] | None, probes: Sequence[ProbeOutcome] | N
         "seconds": None if since is None or until is None else round(until - since, 3),
         "turns": turns,
         "failed_turns": failed,
+        "transport_failed_turns": transport,
         "error_rate": None if not turns else round(failed / turns, 6),
         "logs": log_data,
         "probes": probe_data,
         "members": 1,
+        "conditions": conditions,
     }
+
+
+def window_conditions(concurrent_engines: int, probe_concurrency: int, probes: int,
+                      cpu_pressure: float | None) -> dict[str, Any]:
+    """What a window was measured under, stored with it: see :func:`reference_conditions`.
+
+    ``concurrent_engines`` is how many Engines' windows were being gathered
+    at once (the caller knows: a batch's size); ``cpu_pressure`` the share
+    of the probes' time some task of the measuring host waited for a CPU
+    (:func:`cpu_pressure`), ``None`` where the host cannot tell.
+    """
+    return {"concurrent_engines": concurrent_engines, "probe_concurrency": probe_concurrency, "probes": probes,
+            "cpu_pressure": None if cpu_pressure is None else round(cpu_pressure, 4)}
+
+
+def cpu_stall_microseconds(text: str) -> float | None:
+    """The ``some ... total=`` of a Linux pressure file (``/proc/pressure/cpu``): microseconds some task waited."""
+    match = re.search(r"^some\b.*\btotal=(\d+)", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def host_cpu_stall(path: str = CPU_PRESSURE_FILE) -> float | None:
+    """Microseconds some task of this host has waited for a CPU since boot; ``None`` without pressure stall info."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return cpu_stall_microseconds(handle.read())
+    except OSError:
+        return None
+
+
+def cpu_pressure(stall_before: float | None, stall_after: float | None, seconds: float) -> float | None:
+    """The share of ``seconds`` some task waited for a CPU, from two :func:`cpu_stall_microseconds` readings."""
+    if stall_before is None or stall_after is None or seconds <= 0 or stall_after < stall_before:
+        return None
+    return min(1.0, (stall_after - stall_before) / (seconds * 1_000_000.0))
+
+
+def member_conditions(window: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conditions of each window pooled in ``window`` (one entry for a single window), with its times."""
+    if "member_conditions" in window:
+        return list(window["member_conditions"])
+    engine = window.get("engine") if isinstance(window.get("engine"), dict) else {}
+    return [{"engine": engine.get("name"), "since": window.get("since"), "until": window.get("until"),
+             **(window.get("conditions") or {}), "recorded": isinstance(window.get("conditions"), dict)}]
+
+
+def _epoch(stamp: Any) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def reference_conditions(reference: dict[str, Any], current: dict[str, Any], th: "Thresholds",
+                         kind: str = "baseline") -> dict[str, Any]:
+    """Whether the reference windows were measured under the current window's conditions, and if not, why.
+
+    Each pooled window of the reference must record its conditions, overlap
+    the current window or have ended at most ``th.reference_max_age``
+    seconds before it began, have been gathered with no fewer Engines at
+    once and no fewer probes at a time than now, and have seen a CPU
+    pressure at most ``th.load_tolerance`` below now's (when both hosts
+    could tell). Only a heavier load now can explain a slowdown, so a
+    reference measured under more load is no difference. ``kind`` is
+    ``baseline`` or ``control`` (a control cohort), for the words.
+    """
+    now = current.get("conditions") if isinstance(current.get("conditions"), dict) else {}
+    since, until = _epoch(current.get("since")), _epoch(current.get("until"))
+    members = member_conditions(reference)
+    cohort = kind == "control"
+    differences: list[str] = []
+    for member in members:
+        what = f"the control window of {member.get('engine') or 'an Engine'}" if cohort else "the baseline"
+        if not member.get("recorded", True) or not now:
+            differences.append(f"{what} does not record when and at what concurrency it was taken" if now else
+                               "this window does not record its conditions")
+            continue
+        own: list[str] = []
+        start, end = _epoch(member.get("since")), _epoch(member.get("until"))
+        if end is None or since is None or until is None:
+            own.append("has no times to compare")
+        elif not (start is not None and start <= until and end >= since) and since - end > th.reference_max_age:
+            own.append(f"was taken {_span(since - end)} before this window (at most {_span(th.reference_max_age)})")
+        for key, label in (("concurrent_engines", "Engine(s) observed at once"),
+                           ("probe_concurrency", "probe(s) at a time")):
+            then, cur = member.get(key), now.get(key)
+            if not isinstance(then, int) or not isinstance(cur, int) or cur > then:
+                own.append(f"had {then if isinstance(then, int) else 'unknown'} {label}, now {cur}")
+        then, cur = member.get("cpu_pressure"), now.get("cpu_pressure")
+        if isinstance(then, (int, float)) and isinstance(cur, (int, float)) and cur - then > th.load_tolerance:
+            own.append(f"saw CPU pressure {then:.0%}, now {cur:.0%} (tolerance {th.load_tolerance:.0%})")
+        if own:
+            differences.append(f"{what} " + ", ".join(own))
+    same = not differences
+    if same:
+        description = (f"a control cohort of {len(members)} Engine(s) observed under the same conditions" if cohort
+                       else "a baseline taken under the same conditions")
+    else:
+        more = len(differences) - 3
+        description = "; ".join(differences[:3]) + (f" (and {more} more)" if more > 0 else "")
+    return {"same_conditions": same, "description": description, "differences": differences,
+            "current": now or None, "members": members}
 
 
 def check_window(data: Any, what: str) -> dict[str, Any]:
@@ -512,10 +635,12 @@ def merge_windows(windows: Sequence[dict[str, Any]], max_samples: int = 2000) ->
         "seconds": None,
         "turns": turns,
         "failed_turns": failed,
+        "transport_failed_turns": sum(int(w.get("transport_failed_turns") or 0) for w in windows),
         "error_rate": None if not turns else round(failed / turns, 6),
         "logs": merged_logs,
         "probes": merged_probes,
         "members": sum(int(w.get("members") or 1) for w in windows),
+        "member_conditions": [m for w in windows for m in member_conditions(w)],
     }
 
 
@@ -540,6 +665,8 @@ class Thresholds:
     new_template_min_count: int = 1
     bootstrap_resamples: int = 2000
     seed: int = 0
+    reference_max_age: float = 180.0
+    load_tolerance: float = 0.2
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -785,15 +912,56 @@ def compare_templates(base: dict[str, Any], cur: dict[str, Any], th: Thresholds)
     return out
 
 
+LOAD_SENSITIVE = ("latency", "error_rate")
+
+
+def _without_transport_failures(window: dict[str, Any]) -> dict[str, Any]:
+    lost = int(window.get("transport_failed_turns") or 0)
+    return {**window, "turns": window["turns"] - lost, "failed_turns": window["failed_turns"] - lost}
+
+
+def guard_load_sensitive(name: str, result: dict[str, Any], base: dict[str, Any], cur: dict[str, Any],
+                         th: Thresholds, reference: dict[str, Any]) -> dict[str, Any]:
+    """A load-sensitive signal's ``fail`` against a reference of other conditions becomes ``inconclusive``.
+
+    Latency always; the error rate when the failures left after removing
+    timeouts and lost connections (``transport_failed_turns``) no longer
+    fail: Engine errors fail whatever the reference.
+    """
+    if reference["same_conditions"] or result["verdict"] != "fail" or name not in LOAD_SENSITIVE:
+        return result
+    tail = f"; but {reference['description']}: inconclusive without a same-window reference"
+    if name == "error_rate":
+        lost = int(cur.get("transport_failed_turns") or 0)
+        if not lost:
+            return result
+        without = compare_error_rate(_without_transport_failures(base), _without_transport_failures(cur), th)
+        if without["verdict"] == "fail":
+            return result
+        reason = (f"{result['reason']}, {lost} of them timeouts or lost connections; without those "
+                  f"{without['verdict']} ({without['reason']})" + tail)
+    else:
+        reason = result["reason"] + tail
+    return {**result, "verdict": "inconclusive", "verdict_under_same_conditions": "fail", "reason": reason}
+
+
 def compare_windows(base: dict[str, Any], cur: dict[str, Any], th: Thresholds,
-                    signals: Sequence[str] = SIGNALS) -> dict[str, Any]:
-    """Every selected signal's verdict, and the overall one: fail if any fails, else inconclusive if any is."""
+                    signals: Sequence[str] = SIGNALS, kind: str = "baseline") -> dict[str, Any]:
+    """Every selected signal's verdict, and the overall one: fail if any fails, else inconclusive if any is.
+
+    A load-sensitive regression fails only against a reference measured
+    under the current window's conditions (:func:`reference_conditions`,
+    :func:`guard_load_sensitive`); ``kind`` says whether ``base`` is a
+    ``baseline`` or a ``control`` cohort.
+    """
     judges = {"error_rate": compare_error_rate, "latency": compare_latency, "cache_hit_ratio": compare_cache,
               "new_templates": compare_templates}
-    results = {name: judges[name](base, cur, th) for name in signals}
+    reference = reference_conditions(base, cur, th, kind)
+    results = {name: guard_load_sensitive(name, judges[name](base, cur, th), base, cur, th, reference)
+               for name in signals}
     failing = [n for n, r in results.items() if r["verdict"] == "fail"]
     unsure = [n for n, r in results.items() if r["verdict"] == "inconclusive"]
     verdict = "fail" if failing else ("inconclusive" if unsure else "pass")
     reasons = [f"{n}: {results[n]['reason']}" for n in (failing or unsure or list(results))]
     return {"verdict": verdict, "failing": failing, "inconclusive": unsure, "reasons": reasons,
-            "signals": results, "thresholds": th.to_dict()}
+            "signals": results, "reference": reference, "thresholds": th.to_dict()}

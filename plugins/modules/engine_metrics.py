@@ -40,6 +40,15 @@ description:
     interval of current over baseline is below 1; V(pass) when its lower bound is above C(1 - cache_drop).'
   - 'New templates: V(fail) when a WARNING-or-above template absent from the baseline appears at least
     O(new_template_min_count) times; V(pass) when none did over at least O(min_turns) logged turns.'
+  - 'Latency, and the error rate as far as it comes from timeouts and lost connections, are load-sensitive: a busy
+    host slows every Engine on it. Every window records the conditions it was measured under (when, O(concurrent_engines),
+    O(probe_concurrency), the CPU pressure of the host running the module during the probes). A load-sensitive
+    regression fails only against a reference measured under the same conditions: a control cohort observed over an
+    overlapping window, or a baseline taken at most O(reference_max_age) seconds before the window, with as many
+    Engines observed at once, as many probes at a time and a CPU pressure at most O(load_tolerance) lower. Against any
+    other reference (a stale baseline, one taken at a lower concurrency or under less load, one that records no
+    conditions) it is V(inconclusive), and the reason says why. Errors the Engine reports, new templates and the cache
+    hit ratio fail whatever the reference.'
 options:
   name:
     description:
@@ -96,9 +105,29 @@ options:
     elements: str
   probe_concurrency:
     description:
-      - How many probe turns run at once.
+      - How many probe turns run at once. Recorded in the window's conditions.
     type: int
     default: 4
+  concurrent_engines:
+    description:
+      - How many Engines' windows are being gathered at the same time as this one, this one included (the size of
+        the batch being verified or baselined together). Recorded in the window's conditions; a reference gathered
+        with fewer Engines at once is not of the same conditions.
+    type: int
+    default: 1
+  reference_max_age:
+    description:
+      - Seconds between the end of a reference window and the start of this one beyond which the reference no longer
+        describes the current conditions; overlapping windows (a control cohort) always qualify.
+    type: float
+    default: 180
+  load_tolerance:
+    description:
+      - How much higher the CPU pressure (the share of time some task of the host running the module waited for a
+        CPU, from C(/proc/pressure/cpu)) may be now than during the reference's probes for the reference to count as
+        of the same conditions. Not used when either side could not measure it (no probes, no pressure file).
+    type: float
+    default: 0.2
   probe_timeout:
     description:
       - Seconds one probe turn may take; a probe over time counts as a failed turn (V(TIMEOUT)).
@@ -304,6 +333,22 @@ EXAMPLES = r"""
     control: "{{ groups['control'] | map('extract', hostvars, ['control_metrics', 'window']) | list }}"
   when: inventory_hostname in groups['canary']
 
+- name: Right before the batch drains, a baseline taken at the concurrency of its verification
+  engineops.fleet.engine_metrics:
+    name: "{{ inventory_hostname }}"
+    mode: baseline
+    since: 2m
+    concurrent_engines: "{{ ansible_play_batch | length }}"
+    baseline: /var/lib/engineops/baselines/{{ inventory_hostname }}/metrics.json
+
+- name: After the swap, compare at the same concurrency (latency can fail only if the baseline is fresh)
+  engineops.fleet.engine_metrics:
+    name: "{{ inventory_hostname }}"
+    mode: compare
+    since: "{{ engine_swapped_at }}"
+    concurrent_engines: "{{ ansible_play_batch | length }}"
+    baseline: /var/lib/engineops/baselines/{{ inventory_hostname }}/metrics.json
+
 - name: An Engine whose completion line logs took=<seconds>
   engineops.fleet.engine_metrics:
     name: engine-042
@@ -349,13 +394,22 @@ comparison:
         - C(cache_hit_ratio) has both ratios, C(relative), C(drop) and C(relative_ci).
         - C(new_templates) has C(new), the new templates with level, template, logger, count, example and code.
       type: dict
+    reference:
+      description:
+        - Whether the reference was measured under the conditions of this window. C(same_conditions) (a load-sensitive
+          signal can fail only when true), C(description) and C(differences) in words, the C(current) conditions and
+          those of each reference window in C(members).
+        - A load-sensitive signal held back to V(inconclusive) has C(verdict_under_same_conditions=fail) in its entry.
+      type: dict
     thresholds:
       description: The thresholds used.
       type: dict
 window:
   description:
     - The signals of this window, as stored by O(mode=baseline) and as taken by O(control).
-    - C(turns), C(failed_turns) and C(error_rate) combine logs and probes; C(logs) has the log signals (C(turns_started),
+    - C(turns), C(failed_turns) and C(error_rate) combine logs and probes; C(transport_failed_turns) are the failed
+      turns the client saw time out or lose their connection; C(conditions) has C(concurrent_engines),
+      C(probe_concurrency), C(probes) and C(cpu_pressure) (null where not measured); C(logs) has the log signals (C(turns_started),
       C(errors_by_code), C(durations_ms), C(duration_source) or C(duration_note), C(templates)); C(probes) the probe
       signals (C(sent), C(completed), C(errors_by_code), C(latencies_ms), C(usage), C(cache_hit_ratio)).
   returned: always
@@ -366,7 +420,9 @@ window:
     until: "2026-05-01T10:15:00.000Z"
     turns: 64
     failed_turns: 0
+    transport_failed_turns: 0
     error_rate: 0.0
+    conditions: {"concurrent_engines": 5, "probe_concurrency": 4, "probes": 60, "cpu_pressure": 0.31}
     logs: {"turns_started": 64, "duration_source": "extra.duration_ms", "durations_count": 64}
     probes: {"sent": 60, "completed": 60, "cache_hit_ratio": 0.7996}
 baseline:
@@ -409,10 +465,13 @@ from ansible_collections.engineops.fleet.plugins.module_utils._signals import (
     build_window,
     check_window,
     compare_windows,
+    cpu_pressure,
+    host_cpu_stall,
     merge_windows,
     parse_logs,
     parse_since,
     run_probes,
+    window_conditions,
 )
 from ansible_collections.engineops.fleet.plugins.module_utils._snapshot import write_json_atomic
 
@@ -515,12 +574,13 @@ def thresholds(em: EngineModule) -> Thresholds:
         median_ratio=p["median_ratio"], min_latency_samples=p["min_latency_samples"],
         latency_source=p["latency_source"], cache_drop=p["cache_drop"],
         min_usage_turns=p["min_usage_turns"], new_template_min_count=p["new_template_min_count"],
-        bootstrap_resamples=p["bootstrap_resamples"], seed=p["seed"],
+        bootstrap_resamples=p["bootstrap_resamples"], seed=p["seed"], reference_max_age=p["reference_max_age"],
+        load_tolerance=p["load_tolerance"],
     )
     problems = []
     if not 0 < th.alpha < 0.5:
         problems.append(f"alpha={th.alpha} must be between 0 and 0.5")
-    for name in ("error_rate_floor", "error_rate_margin", "cache_drop"):
+    for name in ("error_rate_floor", "error_rate_margin", "cache_drop", "load_tolerance"):
         if not 0 <= getattr(th, name) <= 1:
             problems.append(f"{name}={getattr(th, name)} must be between 0 and 1")
     for name in ("p99_ratio", "median_ratio"):
@@ -529,6 +589,8 @@ def thresholds(em: EngineModule) -> Thresholds:
     for name in ("min_turns", "min_latency_samples", "min_usage_turns", "new_template_min_count"):
         if getattr(th, name) < 1:
             problems.append(f"{name}={getattr(th, name)} must be at least 1")
+    if th.reference_max_age <= 0:
+        problems.append(f"reference_max_age={th.reference_max_age} must be above 0 seconds")
     if th.bootstrap_resamples < 100:
         problems.append(f"bootstrap_resamples={th.bootstrap_resamples} must be at least 100")
     if problems:
@@ -549,6 +611,9 @@ def main() -> None:
             "probes": {"type": "int", "default": 60},
             "probe_messages": {"type": "list", "elements": "str"},
             "probe_concurrency": {"type": "int", "default": 4},
+            "concurrent_engines": {"type": "int", "default": 1},
+            "reference_max_age": {"type": "float", "default": 180.0},
+            "load_tolerance": {"type": "float", "default": 0.2},
             "probe_timeout": {"type": "float", "default": 60.0},
             "message_field": {"type": "str", "default": "message"},
             "run_id": {"type": "str"},
@@ -584,6 +649,8 @@ def main() -> None:
     th = thresholds(em)
     if params["probes"] < 0 or params["probe_concurrency"] < 1 or params["probe_timeout"] <= 0:
         em.fail("probes must be >= 0, probe_concurrency >= 1 and probe_timeout > 0")
+    if params["concurrent_engines"] < 1:
+        em.fail(f"concurrent_engines={params['concurrent_engines']} must be at least 1 (this Engine)")
     if params["max_samples"] < 10:
         em.fail(f"max_samples={params['max_samples']} must be at least 10")
     if params["logs"] and not params["name"]:
@@ -620,6 +687,7 @@ def main() -> None:
         facts = em.facts(params["name"])
         engine = {"name": facts.name, "image": facts.image, "version": facts.version}
     outcomes = None
+    pressure = None
     if params["probes"] > 0:
         if em.check_mode:
             result["probes_skipped"] = "check mode: probes are turns, and turns write to the Engine's brain"
@@ -628,11 +696,13 @@ def main() -> None:
                 em.fail(f"Cannot probe {facts.name}: its container is {facts.state}, not running")
             first = em.http(facts)
             execute, close = probe_runner(em, first)
+            stall_before, probes_started = host_cpu_stall(), time.monotonic()
             try:
                 outcomes = run_probes(params["probe_messages"] or list(DEFAULT_PROBE_MESSAGES), params["probes"],
                                       run_id, execute, params["probe_concurrency"])
             finally:
                 close()
+            pressure = cpu_pressure(stall_before, host_cpu_stall(), time.monotonic() - probes_started)
             refused = [o for o in outcomes if o.http_status is not None and 400 <= o.http_status < 500]
             if refused:
                 em.fail(f"The probes of {params['name'] or first.base_url} were refused with {refused[0].error} "
@@ -646,7 +716,9 @@ def main() -> None:
         except EngineDockerError as exc:
             em.fail(f"Cannot read the logs of {params['name']}: {exc}", **result)
         logs = parse_logs(lines, options)
-    window = build_window(logs, outcomes, since, time.time(), engine, params["max_samples"])
+    conditions = window_conditions(params["concurrent_engines"], params["probe_concurrency"],
+                                   len(outcomes or ()), pressure)
+    window = build_window(logs, outcomes, since, time.time(), engine, params["max_samples"], conditions)
     result["window"] = window
 
     if mode == "baseline":
@@ -658,7 +730,8 @@ def main() -> None:
                 em.fail(f"Cannot write the metrics baseline {path}: {exc}", **result)
         result["changed"] = True
     elif mode == "compare":
-        comparison = compare_windows(reference, window, th, params["signals"])
+        comparison = compare_windows(reference, window, th, params["signals"],
+                                     "control" if params["control"] else "baseline")
         result.update(verdict=comparison["verdict"], comparison=comparison)
         who = params["name"] or params["engine_url"]
         against = path or f"a control cohort of {reference.get('members', 1)} Engine(s)"

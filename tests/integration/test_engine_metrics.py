@@ -58,11 +58,14 @@ def test_metrics_release_matrix(make_fleet, run_module, tmp_path):
     assert window["probes"]["completed"] == PROBES and 0.79 < window["probes"]["cache_hit_ratio"] < 0.81
     assert window["logs"]["templates"] == []
 
+    # Each signal's detection, one release after the other: the baseline counts as of the same conditions however
+    # long ago and under whatever load it was taken (the rule holding latency back has its own test below).
+    one_after_another = {"reference_max_age": 3600, "load_tolerance": 1.0}
     results = {"A/A": run_module("engine_metrics", metrics_args(engines["baseline"], mode="compare",
-                                                                baseline=str(baseline)))}
+                                                                baseline=str(baseline), **one_after_another))}
     for name in releases[1:]:
         results[name] = run_module("engine_metrics", metrics_args(engines[name], mode="compare",
-                                                                  baseline=str(baseline)))
+                                                                  baseline=str(baseline), **one_after_another))
     summary = {name: (r.get("verdict"), set(r["comparison"]["failing"]), set(r["comparison"]["inconclusive"]))
                for name, r in results.items()}
     expected = {name: ("fail" if failing else "pass", failing, set()) for name, failing in EXPECTED_FAILING.items()}
@@ -119,6 +122,45 @@ def test_metrics_completion_log_profiles_and_control_cohort(make_fleet, run_modu
     assert sources["log durations"]["verdict"] == ("pass" if source else "unavailable")
     if not source:
         assert "no duration in logs" in sources["log durations"]["reason"]
+
+
+def test_metrics_latency_needs_a_reference_of_the_same_conditions(make_fleet, run_module, tmp_path):
+    """A slowdown of the same release against a stale baseline is inconclusive; a planted one against a control
+    cohort observed over the same window fails.
+
+    The stand-in for a busy machine is the reference Engine's ``[sim:sleep=N]`` directive in the probe messages:
+    the same release, the same container, every turn slower because of what the client asked, not of the release.
+    """
+    engines = bring_up(make_fleet, [("old", "baseline", "september-engine"), ("control", "baseline", "september-engine"),
+                                    ("canary", "bad-latency", "september-engine")])
+    baseline = tmp_path / "metrics.json"
+    recorded = run_module("engine_metrics", metrics_args(engines["old"], mode="baseline", baseline=str(baseline),
+                                                         concurrent_engines=2))
+    assert not recorded["failed"], recorded.get("msg")
+    assert recorded["window"]["conditions"]["concurrent_engines"] == 2
+    assert json.loads(baseline.read_text())["conditions"] == recorded["window"]["conditions"]
+    time.sleep(3)  # the baseline is now older than reference_max_age below
+    slow = ["What is the capital of France? [sim:sleep=700]", "What is 17 + 25? [sim:sleep=700]"]
+    stale = run_module("engine_metrics", metrics_args(engines["old"], mode="compare", baseline=str(baseline),
+                                                      probe_messages=slow, reference_max_age=2,
+                                                      signals=["latency", "error_rate"]))
+    assert not stale["failed"] and stale["verdict"] == "inconclusive", stale["comparison"]["reasons"]
+    latency = stale["comparison"]["signals"]["latency"]
+    assert latency["verdict_under_same_conditions"] == "fail"  # the slowdown is real: same conditions would fail it
+    assert "but the baseline was taken" in latency["reason"] and "inconclusive without a same-window reference" \
+        in latency["reason"]
+    assert stale["comparison"]["signals"]["error_rate"]["verdict"] == "pass"
+    assert not stale["comparison"]["reference"]["same_conditions"]
+
+    # The control and the canary over one window (the control observed first, from the same start).
+    since = f"{time.time():.3f}"
+    control = run_module("engine_metrics", dict(metrics_args(engines["control"]), since=since))
+    canary = run_module("engine_metrics", dict(metrics_args(engines["canary"], mode="compare",
+                                                            control=[control["window"]]), since=since))
+    assert canary["failed"] and canary["verdict"] == "fail", canary["comparison"]["reasons"]
+    assert canary["comparison"]["failing"] == ["latency"], canary["comparison"]["reasons"]
+    reference = canary["comparison"]["reference"]
+    assert reference["same_conditions"] and "control cohort of 1 Engine(s)" in reference["description"]
 
 
 def test_metrics_refuses_bad_options(docker_client, run_module, tmp_path):

@@ -198,13 +198,18 @@ def probes(n, cache=0.8, error_rate=0.0, latency=160.0, slow_share=0.0, seed=0, 
     return out
 
 
+SAME = sg.window_conditions(concurrent_engines=1, probe_concurrency=4, probes=80, cpu_pressure=0.1)
+UNSET = object()
+
+
 def window(turns=80, seed=0, profile="duration_ms", error_rate=0.0, slow_share=0.0, cache=0.8, warning="",
-           refused=0, with_logs=True, with_probes=True):
+           refused=0, with_logs=True, with_probes=True, since=1000.0, until=1900.0, conditions=UNSET, name="engine-x"):
+    """A window over [since, until] (by default every window the same span, under the same conditions)."""
     logs = sg.parse_logs(engine_log(turns, profile, error_rate, slow_share=slow_share, warning=warning, seed=seed)) \
         if with_logs else None
     return sg.build_window(logs, probes(turns, cache, error_rate, slow_share=slow_share, seed=seed + 100,
-                                        refused=refused) if with_probes else None, 1000.0, 1900.0,
-                           {"name": "engine-x"})
+                                        refused=refused) if with_probes else None, since, until,
+                           {"name": name}, conditions=SAME if conditions is UNSET else conditions)
 
 
 def test_build_window_combines_logs_and_refused_probes():
@@ -402,6 +407,133 @@ def test_compare_windows_selected_signals_and_control_cohort():
     assert result["thresholds"]["p99_ratio"] == 1.5
 
 
+# ------------------------------------------------- conditions of the reference
+
+
+def slower(w, factor):
+    """``w`` with every latency (log durations and probes) ``factor`` times longer: load, not a release."""
+    w["logs"]["durations_ms"] = [d * factor for d in w["logs"]["durations_ms"]]
+    w["probes"]["latencies_ms"] = [d * factor for d in w["probes"]["latencies_ms"]]
+    return w
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("some avg10=0.03 avg60=0.39 avg300=3.71 total=6176294252\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+     6176294252.0),
+    ("full avg10=0.00 total=5\n", None),
+    ("", None),
+])
+def test_cpu_stall_microseconds(text, expected):
+    assert sg.cpu_stall_microseconds(text) == expected
+
+
+@pytest.mark.parametrize("before,after,seconds,expected", [
+    (1_000_000.0, 1_500_000.0, 2.0, 0.25),
+    (0.0, 9_000_000.0, 2.0, 1.0),  # capped
+    (None, 5.0, 1.0, None),
+    (5.0, 1.0, 1.0, None),  # a counter going back (another host): unknown
+    (1.0, 2.0, 0.0, None),
+])
+def test_cpu_pressure(before, after, seconds, expected):
+    assert sg.cpu_pressure(before, after, seconds) == expected
+
+
+def test_host_cpu_stall(tmp_path):
+    pressure = tmp_path / "cpu"
+    pressure.write_text("some avg10=1.00 avg60=0.50 avg300=0.10 total=42\n")
+    assert sg.host_cpu_stall(str(pressure)) == 42.0
+    assert sg.host_cpu_stall(str(tmp_path / "none")) is None
+
+
+def conditions(engines=1, concurrency=4, pressure=0.1):
+    return sg.window_conditions(engines, concurrency, 80, pressure)
+
+
+@pytest.mark.parametrize("base_kwargs,same,words", [
+    ({}, True, "same conditions"),
+    ({"since": 1500.0, "until": 2500.0}, True, "same conditions"),  # overlapping
+    ({"since": 500.0, "until": 900.0}, True, "same conditions"),  # ended 100 s before: fresh
+    ({"since": 0.0, "until": 640.0}, False, "was taken 6 min before this window"),
+    ({"conditions": None}, False, "does not record when and at what concurrency"),
+    ({"conditions": conditions(engines=1)}, False, "had 1 Engine(s) observed at once, now 5"),
+    ({"conditions": conditions(engines=8, pressure=0.9)}, True, "same conditions"),  # more load then
+    ({"conditions": conditions(engines=5, concurrency=2)}, False, "had 2 probe(s) at a time, now 4"),
+    ({"conditions": conditions(engines=5, pressure=0.05)}, False, "saw CPU pressure 5%, now 60%"),
+    ({"conditions": conditions(engines=5, pressure=None)}, True, "same conditions"),  # not measured: not used
+])
+def test_reference_conditions(base_kwargs, same, words):
+    cur = window(10, since=1000.0, until=1900.0, conditions=conditions(engines=5, pressure=0.6))
+    base = window(10, **{"conditions": conditions(engines=5, pressure=0.5), **base_kwargs})
+    result = sg.reference_conditions(base, cur, TH)
+    assert result["same_conditions"] is same, result
+    assert words in result["description"]
+    assert result["current"]["concurrent_engines"] == 5 and len(result["members"]) == 1
+
+
+def test_reference_conditions_of_a_control_cohort_name_the_member_that_differs():
+    cohort = sg.merge_windows([window(10, name="engine-1"), window(10, name="engine-2", since=0.0, until=100.0)])
+    result = sg.reference_conditions(cohort, window(10), TH, "control")
+    assert not result["same_conditions"]
+    assert result["differences"] == ["the control window of engine-2 was taken 15 min before this window "
+                                     "(at most 3 min)"]
+    same = sg.reference_conditions(sg.merge_windows([window(10), window(10)]), window(10), TH, "control")
+    assert same["same_conditions"] and "control cohort of 2 Engine(s)" in same["description"]
+
+
+def test_load_only_slowdown_against_a_stale_baseline_is_inconclusive_with_the_reason():
+    stale = window(80, seed=1, since=0.0, until=640.0)
+    busy = slower(window(80, seed=2), 1.7)
+    result = sg.compare_windows(stale, busy, TH)
+    assert result["verdict"] == "inconclusive" and result["failing"] == [] and "latency" in result["inconclusive"]
+    latency = result["signals"]["latency"]
+    assert latency["verdict_under_same_conditions"] == "fail"
+    assert latency["reason"].startswith("log durations: P99 x")
+    assert "; but the baseline was taken 6 min before this window" in latency["reason"]
+    assert latency["reason"].endswith("inconclusive without a same-window reference")
+    assert not result["reference"]["same_conditions"]
+    # The same slowdown against a fresh baseline at the same concurrency fails.
+    fresh = sg.compare_windows(window(80, seed=1, since=600.0, until=950.0), slower(window(80, seed=2), 1.7), TH)
+    assert fresh["verdict"] == "fail" and fresh["failing"] == ["latency"] and fresh["reference"]["same_conditions"]
+
+
+def test_planted_latency_regression_against_a_same_window_control_fails():
+    cohort = sg.merge_windows([window(40, seed=i, name=f"engine-{i}") for i in range(3)])
+    result = sg.compare_windows(cohort, window(80, seed=9, slow_share=0.1), TH, kind="control")
+    assert result["verdict"] == "fail" and result["failing"] == ["latency"], result["reasons"]
+
+
+@pytest.mark.parametrize("change,failing", [
+    ({"error_rate": 0.3}, {"error_rate", "new_templates"}),
+    ({"cache": 0.03}, {"cache_hit_ratio"}),
+    ({"warning": "Prompt template fallback used for task"}, {"new_templates"}),
+])
+def test_regressions_that_are_not_load_fail_against_a_stale_baseline(change, failing):
+    result = sg.compare_windows(window(80, seed=1, conditions=None), window(80, seed=2, **change), TH)
+    assert result["verdict"] == "fail" and set(result["failing"]) == failing, result["reasons"]
+
+
+def timeouts(w, count):
+    """``w`` with ``count`` more probes that timed out before the Engine started them."""
+    return sg.build_window(None, probes(80, seed=5) + [sg.ProbeOutcome(task_id=f"t{i}", error="TIMEOUT")
+                                                       for i in range(count)],
+                           1000.0, 1900.0, {"name": "engine-x"}, conditions=w["conditions"])
+
+
+def test_error_rate_from_timeouts_alone_is_inconclusive_against_other_conditions():
+    base = window(80, seed=1, with_logs=False)
+    busy = timeouts(window(1), 20)
+    assert busy["transport_failed_turns"] == 20 and busy["failed_turns"] == 20
+    same = sg.compare_windows(base, busy, TH, ["error_rate"])
+    assert same["verdict"] == "fail"  # same conditions: a timeout is a failed turn
+    stale = dict(base, conditions=None)
+    result = sg.compare_windows(stale, busy, TH, ["error_rate"])["signals"]["error_rate"]
+    assert result["verdict"] == "inconclusive" and "20 of them timeouts or lost connections" in result["reason"]
+    # Engine errors on top of the timeouts still fail.
+    errors = sg.build_window(None, probes(80, seed=5, error_rate=0.3) + [sg.ProbeOutcome(task_id="t", error="TIMEOUT")],
+                             1000.0, 1900.0, {"name": "engine-x"}, conditions=SAME)
+    assert sg.compare_windows(stale, errors, TH, ["error_rate"])["verdict"] == "fail"
+
+
 # ------------------------------------------------------------------ the module
 
 
@@ -424,6 +556,10 @@ def test_module_without_data_is_inconclusive_never_a_silent_pass(capsys, tmp_pat
     assert not result.get("failed") and result["verdict"] == "inconclusive"
     assert set(result["comparison"]["inconclusive"]) == set(sg.SIGNALS)
     assert result["window"]["turns"] == 0
+    assert result["window"]["conditions"] == {"concurrent_engines": 1, "probe_concurrency": 4, "probes": 0,
+                                              "cpu_pressure": None}
+    reference = result["comparison"]["reference"]  # a baseline file of 1970
+    assert not reference["same_conditions"] and "the baseline was taken" in reference["description"]
     strict = run_module(dict(args, fail_on_inconclusive=True), capsys)
     assert strict["failed"] and "inconclusive" in strict["msg"]
 
@@ -442,6 +578,9 @@ def test_module_compares_with_a_control_cohort(capsys):
     ({"p99_ratio": 0.9}, "p99_ratio=0.9 must be above 1"),
     ({"duration_log_fields": ["took"]}, "does not say its unit"),
     ({"mode": "compare", "control": [{"format": "x"}]}, "not a metrics window"),
+    ({"concurrent_engines": 0}, "concurrent_engines=0 must be at least 1"),
+    ({"reference_max_age": 0}, "reference_max_age=0.0 must be above 0"),
+    ({"load_tolerance": 2}, "load_tolerance=2.0 must be between 0 and 1"),
 ])
 def test_module_refuses_bad_options(capsys, args, message):
     base = {"engine_url": "http://127.0.0.1:9", "logs": False, "probes": 0}
