@@ -32,7 +32,7 @@ description:
     knows where to go back (M(engineops.fleet.engine_info) returns it as C(previous_image)).
   - With O(wait_healthy), the module probes C(/health) after the start as M(engineops.fleet.engine_health) does
     (code and body, watching the container for an exit or restart). A new release that is not healthy within
-    O(health_timeout) fails the module with RV(healthy=false) and is B(not) undone (it may have migrated the brain):
+    O(health_timeout) fails the module with RV(healthy=false) and is B(not) undone (it may have migrated the brain);
     rolling back is the caller's decision (the C(engineops.fleet.rollback) role). Without O(wait_healthy), the module
     reports whether the container runs and its restart count O(settle_time) seconds after the start.
   - If a swap was interrupted after the new container was created and before it took the name, the container left
