@@ -474,7 +474,7 @@ def test_the_new_container_is_created_before_the_old_one_is_drained():
 
 
 def test_timings_follow_the_steps_and_give_the_outage():
-    swapper, _ = _swap(healthy=True)
+    swapper = _swap(healthy=True)[0]
     timings = swapper.run().timings.to_dict()
     # The fake clock ticks once per reading: created 100, drain 101, stopped 102, started 103, healthy 104.
     assert (timings["new_created"], timings["drain_started"], timings["old_stopped"], timings["new_started"],
