@@ -15,9 +15,11 @@ command, limits) and what its *image* set (``ENV``, ``LABEL``, ``CMD``,
 behaviour knobs into its image's ``ENV``: carrying those over would pin the
 new image to the old one's defaults. :func:`derive_spec` (pure, over inspect
 dicts) keeps only what differs from the old image's config, so the new image
-supplies its own defaults; :class:`Swapper` pulls first (by policy), stops
-the old container, renames it aside, creates and starts the new one, and
-undoes all of that if the new one cannot be created or started.
+supplies its own defaults; :func:`ensure_image` pulls first (by policy);
+:class:`Swapper` creates the new container while the old one still runs,
+then stops the old one, renames it aside, gives the new one the name,
+starts it, waits until it is healthy and removes the old one, and undoes
+all of that if the new one cannot be created, named or started.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._version import pa
 
 PULL_POLICIES = ("always", "missing", "never")
 ASIDE_INFIX = "-previous-"
+NEXT_INFIX = "-next-"
 # Networks that take no endpoint settings (aliases, static addresses) and no second network.
 _SPECIAL_NETWORK_MODES = ("host", "none")
 _DEFAULT_BRIDGE = ("default", "bridge")
@@ -458,6 +461,33 @@ def ensure_image(client: Any, image: str, policy: str, *, check_mode: bool = Fal
 
 
 @dataclass
+class SwapTimings:
+    """When each step of one Engine's swap happened (epoch seconds), and the durations an operator reads."""
+
+    drain_started: float | None = None  # SIGTERM went to the old container (the old release stops answering ok)
+    old_stopped: float | None = None
+    new_created: float | None = None
+    new_started: float | None = None
+    healthy: float | None = None  # the first ok /health of the new container
+
+    def to_dict(self) -> dict[str, Any]:
+        def span(since: float | None, until: float | None) -> float | None:
+            return None if since is None or until is None else round(until - since, 3)
+
+        return {
+            "drain_started": self.drain_started,
+            "old_stopped": self.old_stopped,
+            "new_created": self.new_created,
+            "new_started": self.new_started,
+            "healthy": self.healthy,
+            "stop_seconds": span(self.drain_started, self.old_stopped),
+            "switch_seconds": span(self.old_stopped, self.new_started),
+            "boot_to_healthy_seconds": span(self.new_started, self.healthy),
+            "outage_seconds": span(self.drain_started, self.healthy),
+        }
+
+
+@dataclass
 class SwapResult:
     old_id: str
     old_name: str
@@ -470,6 +500,12 @@ class SwapResult:
     actions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     drain: Any = None  # the DrainReport, when the old container was running
+    health: Any = None  # what ``wait_healthy`` returned (its ``ready`` says whether the new container got healthy)
+    timings: SwapTimings = field(default_factory=SwapTimings)
+
+    @property
+    def healthy(self) -> bool | None:
+        return None if self.health is None else bool(self.health.ready)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -484,25 +520,43 @@ class SwapResult:
         }
 
 
+def next_name(name: str, container_id: str) -> str:
+    """The name the new container is created under while the old one still runs: ``<name>-next-<old short id>``."""
+    return f"{name}{NEXT_INFIX}{container_id[:12]}"
+
+
 class Swapper:
     """Replace ``old`` (a docker-py container) by a container made from ``spec``, undoing on failure.
 
-    ``stop_old`` drains the old container and returns its drain report;
-    it is called only when the old container runs. Steps: stop, rename
-    aside, create, connect extra networks, start (``start``), remove the
-    old one. A failure after the rename removes the new container, renames
-    the old one back and starts it again if it was running, then raises
-    :class:`ContainerError` saying what happened and what was undone.
+    The new container is created (under :func:`next_name`, with its extra
+    networks) while the old one still runs, so that the Engine is out only
+    for its own stop and boot. Then: ``stop_old`` drains the old container
+    (only when it runs; it returns the drain report), the old one is renamed
+    aside, the new one takes the name and is started (``start``), and
+    ``wait_healthy`` (given the new container's id; it returns an outcome
+    whose ``ready`` says whether the Engine got healthy) is waited for
+    before the old container is removed. A failure up to and including the
+    start removes the new container, renames the old one back and starts it
+    again if it was running, then raises :class:`ContainerError` saying
+    what happened and what was undone. A new container that starts but does
+    not get healthy is not undone: the result says so (``healthy`` false)
+    and deciding what to do (a rollback, a brain restore) is left to the
+    caller. ``clock`` gives the epoch seconds of :class:`SwapTimings`.
     """
 
     def __init__(self, client: Any, old: Any, spec: ContainerSpec, *, start: bool,
-                 stop_old: Callable[[Any], Any], was_running: bool) -> None:
+                 stop_old: Callable[[Any], Any], was_running: bool,
+                 wait_healthy: Callable[[str], Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.old = old
         self.spec = spec
         self.start = start
         self.stop_old = stop_old
         self.was_running = was_running
+        self.wait_healthy = wait_healthy
+        self.clock = clock
+        self.old_stopped = False  # by this swap: the undo starts it again
         self.result = SwapResult(
             old_id=old.id,
             old_name=old.name,
@@ -515,7 +569,8 @@ class Swapper:
         raise ContainerError(
             f"Cannot move {self.spec.name} to image {self.spec.image}: {what} failed: {cause}. Undone: "
             + ("; ".join(undone) if undone else "nothing to undo"),
-            partial={"swap": self.result.to_dict(), "actions": self.result.actions, "undo": undone},
+            partial={"swap": self.result.to_dict(), "actions": self.result.actions, "undo": undone,
+                     "timings": self.result.timings.to_dict()},
         )
 
     def _undo(self) -> list[str]:
@@ -534,7 +589,7 @@ class Swapper:
                 done.append(f"renamed {self.result.aside} back to {self.spec.name}")
             except errors as exc:
                 done.append(f"could NOT rename {self.result.aside} back to {self.spec.name}: {_explain(exc)}")
-        if self.was_running:
+        if self.old_stopped:
             try:
                 self.old.start()
                 done.append(f"started the old container {self.old.id[:12]} again")
@@ -542,30 +597,37 @@ class Swapper:
                 done.append(f"could NOT start the old container {self.old.id[:12]} again: {_explain(exc)}")
         return done
 
-    def run(self) -> SwapResult:
+    def _clear_stale_next(self, temp: str) -> None:
+        """Remove a container an interrupted swap created under ``temp`` and never started."""
+        errors = _docker_errors()
+        try:
+            stale = self.client.api.inspect_container(temp)
+        except errors as exc:
+            if _image_not_found(exc):
+                return
+            self._fail(f"looking for a container left under {temp}", exc)
+        if (stale.get("State") or {}).get("Running"):
+            self._fail(f"making room for the new container under {temp}",
+                       f"a container {temp} already runs; remove or rename it (docker rm -f {temp})")
+        try:
+            self.client.api.remove_container(stale.get("Id") or temp, force=True)
+        except errors as exc:
+            self._fail(f"removing {temp}, left by an interrupted swap", exc)
+        self.result.actions.append(f"removed {temp}, left created by an interrupted swap")
+
+    def _create(self) -> None:
         errors = _docker_errors()
         res = self.result
-        if self.was_running:
-            res.drain = self.stop_old(self.old)  # raises before anything else is touched
-            res.actions.append(f"drained {self.old.name}")
-        if self.old.name != self.spec.name and is_aside_name(self.old.name, self.spec.name):
-            res.aside = self.old.name  # resumed: already aside
-        else:
-            target = aside_name(self.spec.name, self.old.id)
-            try:
-                self.old.rename(target)
-                self.old.reload()
-            except errors as exc:
-                self._fail(f"renaming the old container to {target}", exc)
-            res.aside = target
-            res.actions.append(f"renamed {self.spec.name} to {target}")
+        temp = next_name(self.spec.name, self.old.id)
+        self._clear_stale_next(temp)
         try:
-            created = self.client.api.create_container_from_config(self.spec.config, name=self.spec.name)
+            created = self.client.api.create_container_from_config(self.spec.config, name=temp)
             res.new_id = created.get("Id")
-            res.new_name = self.spec.name
+            res.new_name = temp
         except errors as exc:
             self._fail(f"creating the new container on {self.spec.image}", exc)
-        res.actions.append(f"created {self.spec.name} on {self.spec.image}")
+        res.timings.new_created = self.clock()
+        res.actions.append(f"created {temp} on {self.spec.image}")
         for net, endpoint in self.spec.extra_networks.items():
             ipam = endpoint.get("IPAMConfig") or {}
             links = [tuple(link.split(":", 1)) if ":" in link else (link, None) for link in endpoint.get("Links") or []]
@@ -582,21 +644,67 @@ class Swapper:
                 )
             except errors as exc:
                 self._fail(f"connecting the new container to network {net}", exc)
-            res.actions.append(f"connected {self.spec.name} to network {net}")
+            res.actions.append(f"connected {temp} to network {net}")
+
+    def _stop_old(self) -> None:
+        res = self.result
+        res.timings.drain_started = self.clock()
+        try:
+            res.drain = self.stop_old(self.old)
+        except Exception as exc:  # noqa: BLE001 - whatever the drain raises, the new container must go
+            try:
+                self.old.reload()
+                self.old_stopped = not (self.old.attrs.get("State") or {}).get("Running")
+            except _docker_errors():
+                pass  # not known to be stopped: not started again
+            self._fail(f"draining {self.old.name}", str(exc))
+        self.old_stopped = True
+        res.timings.old_stopped = self.clock()
+        res.actions.append(f"drained {self.old.name}")
+
+    def run(self) -> SwapResult:
+        errors = _docker_errors()
+        res = self.result
+        self._create()
+        if self.was_running:
+            self._stop_old()
+        if self.old.name != self.spec.name and is_aside_name(self.old.name, self.spec.name):
+            res.aside = self.old.name  # resumed: already aside
+        else:
+            target = aside_name(self.spec.name, self.old.id)
+            try:
+                self.old.rename(target)
+                self.old.reload()
+            except errors as exc:
+                self._fail(f"renaming the old container to {target}", exc)
+            res.aside = target
+            res.actions.append(f"renamed {self.spec.name} to {target}")
+        try:
+            self.client.api.rename(res.new_id, self.spec.name)
+        except errors as exc:
+            self._fail(f"renaming the new container to {self.spec.name}", exc)
+        res.actions.append(f"renamed {res.new_name} to {self.spec.name}")
+        res.new_name = self.spec.name
         if self.start:
             try:
                 self.client.api.start(res.new_id)
             except errors as exc:
                 self._fail("starting the new container", exc)
+            res.timings.new_started = self.clock()
             res.started = True
             res.actions.append(f"started {self.spec.name}")
+            if self.wait_healthy is not None:
+                res.health = self.wait_healthy(res.new_id)
+                if res.health.ready:
+                    res.timings.healthy = self.clock()
+                    res.actions.append(f"{self.spec.name} is healthy")
         try:
             self.old.remove(v=False)
             res.old_removed = True
             res.actions.append(f"removed the old container {res.aside} ({self.old.id[:12]})")
         except errors as exc:
             res.warnings.append(
-                f"The new {self.spec.name} runs, but the old container {res.aside} could not be removed: "
+                f"The new {self.spec.name} is there, but the old container {res.aside} could not be removed: "
                 f"{_explain(exc)}; remove it by hand (docker rm {res.aside})"
             )
         return res

@@ -747,3 +747,31 @@ def drain_container(
         logs_account, replay_account, killed=report.killed or report.grace_expired, mode=mode, logs_note=why
     )
     return report
+
+
+def drain_warnings(report: DrainReport) -> list[str]:
+    """What an operator must hear about a drain: the report's own warnings, cut turns, a SIGKILL, an unclean exit."""
+    out = list(report.warnings)
+    account = report.account
+    if account.not_finished:
+        cut = ", ".join(t.task_id or t.request_id or "?" for t in account.cut_turns)
+        why = (
+            f"the grace period of {report.grace_period:g}s ran out and SIGKILL cut them"
+            if report.grace_expired
+            else f"the Engine exited (code {report.exit_code}) without logging their end"
+        )
+        out.append(
+            f"{account.not_finished} of {account.in_flight} turn(s) in flight on {report.name} did not finish: "
+            + why + (f" ({cut})" if cut else "")
+        )
+    elif report.grace_expired and account.not_finished is None:
+        out.append(
+            f"The grace period of {report.grace_period:g}s of {report.name} ran out and SIGKILL was sent; which turns "
+            f"were cut is unknown: {account.note}"
+        )
+    if report.was_running and report.clean_exit is False and not report.killed and report.exit_code is not None:
+        out.append(
+            f"{report.name} exited with code {report.exit_code} after SIGTERM, not one of the clean exit codes "
+            f"{list(report.clean_exit_codes)} (clean_exit_codes)"
+        )
+    return out

@@ -19,14 +19,24 @@ description:
     out, so the new image's own defaults apply. A value the container set equal to the old image's default cannot be
     told apart from that default and follows the new image.
   - The image is pulled first, by O(pull). An image that cannot be had fails the module before the Engine is stopped.
-  - A running Engine is drained first (SIGTERM, O(grace_period), then SIGKILL; see M(engineops.fleet.engine_drain)).
-    The old container is renamed aside to C(<name>-previous-<short id>) until the new one is created (and started),
-    then removed; its named volumes stay. If the new container cannot be created or started, the module removes it,
-    renames the old one back, starts it again if it was running, and fails saying what happened.
+  - The new container is created (as C(<name>-next-<short id of the old one>), with its networks) while the old one
+    still runs, so that the Engine is out only for its own stop and boot. Then the running Engine is drained (SIGTERM,
+    O(grace_period), then SIGKILL; see M(engineops.fleet.engine_drain)), the old container is renamed aside to
+    C(<name>-previous-<short id>), the new one takes the name and is started, with O(wait_healthy) the module waits
+    until it is healthy, and the old container is removed; its named volumes stay. If the new container cannot be
+    created, named or started, the module removes it, renames the old one back, starts it again if it was running, and
+    fails saying what happened.
+  - Drain, swap and health wait are one call that waits only on its own Engine, so in a batch each Engine is out for
+    its own stop and boot, not for the slowest of its batch. RV(timings) says when each step happened.
   - The image replaced is recorded in the new container's label C(io.engineops.fleet.previous-image), so a rollback
     knows where to go back (M(engineops.fleet.engine_info) returns it as C(previous_image)).
-  - Whether the Engine is healthy after the start is M(engineops.fleet.engine_health)'s job; this module reports
-    whether the container runs and its restart count O(settle_time) seconds after the start.
+  - With O(wait_healthy), the module probes C(/health) after the start as M(engineops.fleet.engine_health) does
+    (code and body, watching the container for an exit or restart). A new release that is not healthy within
+    O(health_timeout) fails the module with RV(healthy=false) and is B(not) undone (it may have migrated the brain);
+    rolling back is the caller's decision (the C(engineops.fleet.rollback) role). Without O(wait_healthy), the module
+    reports whether the container runs and its restart count O(settle_time) seconds after the start.
+  - If a swap was interrupted after the new container was created and before it took the name, the container left
+    under C(<name>-next-<short id>) (never started) is removed and created again.
   - If a swap was interrupted after the old container was renamed aside and before the new one was created, the
     container is found under its aside name and the swap goes on from there.
   - An Engine that C(docker compose) made (labels C(com.docker.compose.project), C(.service),
@@ -81,8 +91,30 @@ options:
   settle_time:
     description:
       - Seconds to wait after starting the new container before reading whether it runs and its restart count.
+      - Not used with O(wait_healthy), where the container is read once the health wait ends.
     type: float
     default: 1
+  wait_healthy:
+    description:
+      - With O(state=started), wait after the start until C(GET /health) answers HTTP 200 with C(status) V(ok), within
+        O(health_timeout), while watching the container (a crash at boot fails at once with its exit code and last
+        error).
+      - Waits also when the container was left as it was (already on O(image) and running), so that success means
+        healthy either way.
+      - The Engine is probed at O(engine_url), else at the address its container publishes port 8000 on.
+    type: bool
+    default: false
+  health_timeout:
+    description:
+      - Seconds the Engine may take to be healthy after the start (migrations run at boot count against it), with
+        O(wait_healthy).
+    type: float
+    default: 120
+  health_interval:
+    description:
+      - Seconds between two C(/health) probes, with O(wait_healthy).
+    type: float
+    default: 0.25
   compose_sync:
     description:
       - When the container belongs to a compose project and O(image) is given, make the project's files name
@@ -119,8 +151,8 @@ attributes:
     support: full
     description: A container already on O(image), with O(env), in O(state) is not touched.
 notes:
-  - O(engine_url) and O(engine_key) are used only to count the turns in flight from the Engine's event replay while it
-    is drained, when its logs cannot.
+  - O(engine_key) is used only to count the turns in flight from the Engine's event replay while it is drained, when
+    its logs cannot. O(engine_url) is where the replay and, with O(wait_healthy), C(/health) are asked.
 seealso:
   - module: engineops.fleet.engine_drain
   - module: engineops.fleet.engine_info
@@ -135,6 +167,18 @@ EXAMPLES = r"""
     name: engine-042
     image: registry.example.com/september-engine:2.3.1
   register: swap
+
+- name: Move engine-042 and wait until it is healthy, in one call that waits only on this Engine
+  engineops.fleet.engine_container:
+    name: engine-042
+    image: registry.example.com/september-engine:2.3.1
+    wait_healthy: true
+    health_timeout: 300
+  register: swap
+
+- name: Show the Engine's outage
+  ansible.builtin.debug:
+    msg: "out {{ swap.timings.outage_seconds }}s, of which {{ swap.timings.boot_to_healthy_seconds }}s boot"
 
 - name: Roll it back to the image it replaced
   engineops.fleet.engine_container:
@@ -257,10 +301,12 @@ actions:
   elements: str
   sample:
     - pull registry.example.com/september-engine:2.3.1
+    - created engine-042-next-3f2a9c1b7d4e on registry.example.com/september-engine:2.3.1
     - drained engine-042
     - renamed engine-042 to engine-042-previous-3f2a9c1b7d4e
-    - created engine-042 on registry.example.com/september-engine:2.3.1
+    - renamed engine-042-next-3f2a9c1b7d4e to engine-042
     - started engine-042
+    - engine-042 is healthy
     - removed the old container engine-042-previous-3f2a9c1b7d4e (3f2a9c1b7d4e)
 drain:
   description: The drain report of the old container when it ran, as M(engineops.fleet.engine_drain) returns it.
@@ -281,6 +327,70 @@ swap:
   description: Ids and names of the old and new containers.
   returned: when the container was recreated
   type: dict
+healthy:
+  description: Whether the Engine answered C(/health) ok within O(health_timeout). V(false) fails the module.
+  returned: with O(wait_healthy), when not in check mode
+  type: bool
+health:
+  description: The health wait, as M(engineops.fleet.engine_health) returns it.
+  returned: with O(wait_healthy), when not in check mode
+  type: dict
+  contains:
+    ready:
+      description: Whether the Engine got healthy.
+      type: bool
+    reason:
+      description: Why the last probe was not ok.
+      type: str
+    status_code:
+      description: HTTP status of the last probe.
+      type: int
+    status:
+      description: The C(status) of the last body.
+      type: str
+    waited_seconds:
+      description: How long the module waited.
+      type: float
+    probes:
+      description: How many probes were made.
+      type: int
+    container_event:
+      description: The container's exit or restart while waiting (reason, exit code, restart count, last error, log tail).
+      type: dict
+timings:
+  description:
+    - When each step of this run happened, in seconds since the epoch (UTC), and the spans an operator reads; V(null)
+      for a step that did not happen (all of them in check mode or when nothing was done).
+  returned: when O(state) is not V(pulled)
+  type: dict
+  contains:
+    drain_started:
+      description: When SIGTERM went to the old container; the old release stops answering ok from then on.
+      type: float
+    old_stopped:
+      description: When the old container had stopped.
+      type: float
+    new_created:
+      description: When the new container was created (before the old one was drained).
+      type: float
+    new_started:
+      description: When this run started the container that runs now (the new release's start).
+      type: float
+    healthy:
+      description: When C(/health) was first ok, with O(wait_healthy).
+      type: float
+    stop_seconds:
+      description: From C(drain_started) to C(old_stopped), the old release's drain and stop.
+      type: float
+    switch_seconds:
+      description: From C(old_stopped) to C(new_started), the rename and start of the new container.
+      type: float
+    boot_to_healthy_seconds:
+      description: From C(new_started) to C(healthy), the new release's boot.
+      type: float
+    outage_seconds:
+      description: From C(drain_started) to C(healthy), the Engine's outage (its stop, the switch and its boot).
+      type: float
 compose:
   description:
     - The container's compose project and what was (in check mode, would be) edited to keep it in step.
@@ -351,6 +461,10 @@ compose:
           type: str
 """
 
+import time
+
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule, engine_tls_verify
 from ansible_collections.engineops.fleet.plugins.module_utils._compose import (
     ComposeError,
@@ -363,6 +477,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._container import 
     PULL_POLICIES,
     ContainerError,
     Swapper,
+    SwapTimings,
     check_env,
     derive_spec,
     env_changes,
@@ -383,9 +498,17 @@ from ansible_collections.engineops.fleet.plugins.module_utils._drain import (
     DrainError,
     DrainOptions,
     drain_container,
+    drain_warnings,
     is_running,
 )
-from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import EngineClient, EngineClientError
+from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import (
+    HAS_REQUESTS,
+    REQUESTS_IMPORT_TRACEBACK,
+    EngineClient,
+    EngineClientError,
+    HealthReport,
+)
+from ansible_collections.engineops.fleet.plugins.module_utils._health import WaitOutcome, container_watcher, wait_ready
 from ansible_collections.engineops.fleet.plugins.module_utils._version import VersionError, version_from_image
 
 ARGUMENT_SPEC = {
@@ -397,7 +520,11 @@ ARGUMENT_SPEC = {
     "env": {"type": "dict", "no_log": True},
     "settle_time": {"type": "float", "default": 1.0},
     "compose_sync": {"type": "bool", "default": True},
+    "wait_healthy": {"type": "bool", "default": False},
+    "health_timeout": {"type": "float", "default": 120.0},
+    "health_interval": {"type": "float", "default": 0.25},
 }
+HEALTH_LOG_LINES = 20  # the container's last log lines returned when it dies while the health wait runs
 
 
 class EngineContainer:
@@ -411,6 +538,7 @@ class EngineContainer:
         self.env = self.params["env"] or {}
         self.actions: list[str] = []
         self.result: dict = {"changed": False}
+        self.health_failure = ""  # why the Engine did not get healthy, when it did not
 
     # -- input ------------------------------------------------------------
 
@@ -427,8 +555,18 @@ class EngineContainer:
                 f"Cannot move {self.name}: grace_period {self.params['grace_period']} is negative; give the seconds "
                 f"between SIGTERM and SIGKILL, 0 or more (default {DEFAULT_GRACE_PERIOD})"
             )
-        if self.params["settle_time"] < 0:
-            self.em.fail(f"Cannot move {self.name}: settle_time {self.params['settle_time']} is negative; give 0 or more")
+        for option in ("settle_time", "health_timeout", "health_interval"):
+            if self.params[option] < 0:
+                self.em.fail(f"Cannot move {self.name}: {option} {self.params[option]} is negative; give 0 or more seconds")
+        if self.params["wait_healthy"]:
+            if self.state != "started":
+                self.em.fail(
+                    f"Cannot move {self.name}: wait_healthy waits for a started Engine, and state is {self.state}; "
+                    "use state: started, or leave wait_healthy out"
+                )
+            if not HAS_REQUESTS:
+                self.em.module.fail_json(msg=missing_required_lib("requests (for wait_healthy)"),
+                                         exception=REQUESTS_IMPORT_TRACEBACK)
         try:
             check_env(self.env)
         except ContainerError as exc:
@@ -486,13 +624,8 @@ class EngineContainer:
     def drain(self, container, facts):
         options = DrainOptions(grace_period=self.params["grace_period"])
         report = drain_container(container, options, replay_client=self.replay_client(facts))
-        for warning in report.warnings:
+        for warning in drain_warnings(report):
             self.em.module.warn(warning)
-        if report.account.not_finished:
-            self.em.module.warn(
-                f"Draining {facts.name} cut {report.account.not_finished} turn(s): the grace period of "
-                f"{options.grace_period}s ran out"
-            )
         self.result["drain"] = report.to_dict()
         return report
 
@@ -563,6 +696,11 @@ class EngineContainer:
             env_changed=env_changed,
             previous_image=old_image if image_changed else old_facts.previous_image,
         )
+        if self.params["wait_healthy"]:
+            try:
+                self._health_client(old_facts)
+            except EngineClientError as exc:
+                self.em.fail(f"Cannot wait for {self.name} to be healthy: {exc}. Nothing was changed")
         after_state = self._after_state(old_facts.state, running, recreate)
         if self.em.diff_mode:
             current = env_to_dict((attrs.get("Config") or {}).get("Env"))
@@ -575,16 +713,21 @@ class EngineContainer:
             if compose is not None and compose.changed:
                 self.result["diff"] = [self.result["diff"]] + [edit.diff() for edit in compose.edits]
 
-        if self.em.check_mode or not changed:
-            if self.em.check_mode:
-                self.actions.extend(plan)
+        timings = SwapTimings()
+        self.result["timings"] = timings.to_dict()
+        if self.em.check_mode:
+            self.actions.extend(plan)
+        if self.em.check_mode or (not changed and not (self.params["wait_healthy"] and start_after)):
             self.result["actions"] = self.actions
             self.result["container"] = old_facts.to_dict()
             self.em.exit(**self.result)
 
         if recreate:
-            new_id = self._recreate(container, attrs, old_facts, running, target, start_after)
-            inspect = observe(client, new_id, self.params["settle_time"]) if start_after else client.api.inspect_container(new_id)
+            new_id, timings = self._recreate(container, attrs, old_facts, running, target, start_after)
+            if start_after and "health" not in self.result:
+                inspect = observe(client, new_id, self.params["settle_time"])
+            else:
+                inspect = client.api.inspect_container(new_id)
         else:
             try:
                 if rename_back:
@@ -593,9 +736,11 @@ class EngineContainer:
                     self.actions.append(f"renamed {aside} back to {self.name}")
                 if self.state == "started" and not running:
                     container.start()
+                    timings.new_started = time.time()
                     self.actions.append(f"started {self.name}")
                     container.reload()
-                    inspect = observe(client, container.id, self.params["settle_time"])
+                    inspect = None if self.params["wait_healthy"] else observe(client, container.id,
+                                                                               self.params["settle_time"])
                 elif self.state == "stopped" and running:
                     self.drain(container, old_facts)
                     self.actions.append(f"drained {self.name}")
@@ -612,12 +757,50 @@ class EngineContainer:
                     actions=self.actions,
                 )
                 raise  # unreachable
+            if self.params["wait_healthy"]:
+                self.record_health(self.wait_healthy(container.id), timings)
+                inspect = client.api.inspect_container(container.id)
         facts = facts_from_inspect(inspect)
+        self.result["timings"] = timings.to_dict()
         if compose is not None and compose.changed:
             self.write_compose(compose, facts)
         self.result["actions"] = self.actions
         self.result["container"] = facts.to_dict()
+        if self.result.get("healthy") is False:
+            self.em.fail(
+                f"{self.health_failure} (left on {facts.image} for a rollback; nothing was undone)",
+                **self.result,
+            )
         self.em.exit(**self.result)
+
+    # -- the health wait --------------------------------------------------
+
+    def _health_client(self, facts) -> EngineClient:
+        """The client that probes ``/health`` of the container of ``facts``; :class:`EngineClientError` if none can."""
+        url = self.params["engine_url"] or facts.engine_url()
+        if not url:
+            raise EngineClientError(f"the container {facts.name} publishes no port 8000; set engine_url")
+        return EngineClient(url, key=None, verify_tls=engine_tls_verify(self.params),
+                            timeout=self.params["request_timeout"])
+
+    def wait_healthy(self, container_id: str) -> WaitOutcome:
+        """Probe the started container's ``/health`` until it is ready, it dies, or ``health_timeout`` passes."""
+        try:
+            facts, watch = container_watcher(self.em.docker, container_id, HEALTH_LOG_LINES)
+            client = self._health_client(facts)
+        except (EngineDockerError, EngineClientError) as exc:
+            return WaitOutcome(False, HealthReport(url="", ready=False, reason=str(exc)), 0.0, 0)
+        return wait_ready(client.health, watch, self.params["health_timeout"], self.params["health_interval"])
+
+    def record_health(self, outcome: WaitOutcome, timings: SwapTimings) -> None:
+        """The health wait's outcome in the result; the time it got healthy in ``timings``."""
+        self.result["health"] = outcome.result()
+        self.result["healthy"] = outcome.ready
+        if outcome.ready:
+            if timings.healthy is None:
+                timings.healthy = time.time()
+        else:
+            self.health_failure = outcome.failure(self.name)
 
     # -- the compose project ----------------------------------------------
 
@@ -693,23 +876,22 @@ class EngineContainer:
             raise  # unreachable
         self.result["carried"] = spec.summary()
         swapper = Swapper(client, container, spec, start=start_after, was_running=running,
-                          stop_old=lambda c: self.drain(c, old_facts))
+                          stop_old=lambda c: self.drain(c, old_facts),
+                          wait_healthy=self.wait_healthy if self.params["wait_healthy"] else None)
         try:
             swap = swapper.run()
-        except DrainError as exc:
-            self.em.fail(
-                f"Cannot move {self.name} to {target}: draining it failed: {exc}",
-                actions=self.actions + swapper.result.actions,
-            )
-            raise  # unreachable
         except ContainerError as exc:
-            self.em.fail(str(exc), actions=self.actions + swapper.result.actions, **exc.partial)
+            partial = dict(exc.partial)
+            partial.pop("actions", None)
+            self.em.fail(str(exc), actions=self.actions + swapper.result.actions, **partial)
             raise  # unreachable
         self.actions.extend(swap.actions)
         for warning in swap.warnings:
             self.em.module.warn(warning)
         self.result["swap"] = swap.to_dict()
-        return swap.new_id
+        if swap.health is not None:
+            self.record_health(swap.health, swap.timings)
+        return swap.new_id, swap.timings
 
     def _after_state(self, state: str, running: bool, recreate: bool) -> str:
         if self.state == "started":

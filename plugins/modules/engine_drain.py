@@ -259,6 +259,7 @@ from ansible_collections.engineops.fleet.plugins.module_utils._drain import (
     DrainError,
     DrainOptions,
     drain_container,
+    drain_warnings,
     is_running,
 )
 from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import EngineClient, EngineClientError
@@ -311,33 +312,6 @@ def drain_options(params) -> DrainOptions:
     )
 
 
-def warnings_for(report) -> list[str]:
-    out = list(report.warnings)
-    account = report.account
-    if account.not_finished:
-        cut = ", ".join(t.task_id or t.request_id or "?" for t in account.cut_turns)
-        why = (
-            f"the grace period of {report.grace_period:g}s ran out and SIGKILL cut them"
-            if report.grace_expired
-            else f"the Engine exited (code {report.exit_code}) without logging their end"
-        )
-        out.append(
-            f"{account.not_finished} of {account.in_flight} turn(s) in flight on {report.name} did not finish: "
-            + why + (f" ({cut})" if cut else "")
-        )
-    elif report.grace_expired and account.not_finished is None:
-        out.append(
-            f"The grace period of {report.grace_period:g}s of {report.name} ran out and SIGKILL was sent; which turns "
-            f"were cut is unknown: {account.note}"
-        )
-    if report.was_running and report.clean_exit is False and not report.killed and report.exit_code is not None:
-        out.append(
-            f"{report.name} exited with code {report.exit_code} after SIGTERM, not one of the clean exit codes "
-            f"{list(report.clean_exit_codes)} (clean_exit_codes)"
-        )
-    return out
-
-
 def main() -> None:
     em = EngineModule(ARGUMENT_SPEC, needs_http=False)
     params = em.params
@@ -360,7 +334,7 @@ def main() -> None:
     except DrainError as exc:
         em.fail(str(exc), drain={"name": name, "id": container.id})
         raise  # unreachable
-    for warning in warnings_for(report):
+    for warning in drain_warnings(report):
         em.module.warn(warning)
     result = {"changed": report.changed, "drain": report.to_dict()}
     if em.check_mode:

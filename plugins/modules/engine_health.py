@@ -147,49 +147,9 @@ container_event:
       elements: str
 """
 
-import time
-
 from ansible_collections.engineops.fleet.plugins.module_utils._common import EngineModule
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import EngineDockerError
-from ansible_collections.engineops.fleet.plugins.module_utils._health import ContainerEvent, last_error, wait_ready
-
-
-EXIT_CODE_WAIT = 5.0  # seconds to wait for a restarting container's exit code
-
-
-def container_watcher(em: EngineModule, name: str, log_lines: int):
-    """A watcher reporting the container's exit or restart since it was created."""
-    first = em.facts(name)
-
-    def watch() -> ContainerEvent | None:
-        try:
-            facts = em.docker.facts(name)
-        except EngineDockerError as exc:
-            return ContainerEvent(reason=f"vanished: {exc}", exit_code=None, restart_count=first.restart_count)
-        if facts.restarting or facts.restart_count > first.restart_count:
-            reason = "restarted"
-        elif not facts.running:
-            reason = "exited"
-        else:
-            return None
-        # Caught just after a restart, the container runs again and its last
-        # exit code is gone; it shows again when the new run ends.
-        deadline = time.monotonic() + EXIT_CODE_WAIT
-        while facts.exit_code is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            facts = em.docker.facts(name)
-        tail = em.docker.logs(name, tail=log_lines)
-        return ContainerEvent(reason, facts.exit_code, facts.restart_count, tail, last_error(tail))
-
-    return first, watch
-
-
-def report_fields(report) -> dict:
-    """The health report's fields this module returns."""
-    fields = report.to_dict()
-    for internal in ("body", "elapsed_ms", "error"):
-        fields.pop(internal, None)
-    return fields
+from ansible_collections.engineops.fleet.plugins.module_utils._health import container_watcher, report_fields, wait_ready
 
 
 def main() -> None:
@@ -209,26 +169,18 @@ def main() -> None:
             em.fail(f"{option}={params[option]} is negative; give a number of seconds >= 0")
     facts, watch = (None, None)
     if params["name"]:
-        facts, watch = container_watcher(em, params["name"], params["log_lines"])
+        try:
+            facts, watch = container_watcher(em.docker, params["name"], params["log_lines"])
+        except EngineDockerError as exc:
+            em.fail(str(exc))
     client = em.http(facts)
     if not params["wait"]:
         em.exit(changed=False, **report_fields(client.health()), waited_seconds=0.0, probes=1)
     outcome = wait_ready(client.health, watch, params["timeout"], params["interval"])
-    result = {"changed": False, **report_fields(outcome.report), **outcome.to_dict()}
-    if result["container_event"] is None:
-        result.pop("container_event")
+    result = {"changed": False, **outcome.result()}
     if outcome.ready:
         em.exit(**result)
-    who = params["name"] or client.base_url
-    event = outcome.container_event
-    if event is not None:
-        cause = f": {event.error}" if event.error else ""
-        em.fail(
-            f"{who} {event.reason} (exit code {event.exit_code}, restart count {event.restart_count}) while waiting "
-            f"for /health to be ready{cause}",
-            **result,
-        )
-    em.fail(f"{who} not ready after {outcome.waited_seconds:.0f}s: {outcome.report.reason}", **result)
+    em.fail(outcome.failure(params["name"] or client.base_url), **result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import time
 import pytest
 
 from ansible_collections.engineops.fleet.plugins.module_utils._docker import PREVIOUS_IMAGE_LABEL
+from ansible_collections.engineops.fleet.plugins.module_utils._drain import docker_time
 from tests.testbed.images import REGISTRY, image_ref
+from tests.testbed.loadgen import LoadGenerator
 
 BASELINE = image_ref("baseline")
 PATCH = image_ref("patch")
@@ -32,7 +34,20 @@ def _diff_shows(result, key: str, before: str, after: str) -> bool:
 
 
 def _aside_leftovers(docker_client, name: str) -> list[str]:
-    return [c.name for c in docker_client.containers.list(all=True, filters={"name": f"{name}-previous-"})]
+    """Containers an Engine's swap left behind: the old one renamed aside, or a new one under its temporary name."""
+    return [c.name for infix in ("-previous-", "-next-")
+            for c in docker_client.containers.list(all=True, filters={"name": f"{name}{infix}"})]
+
+
+def _starts(container) -> int:
+    return container.logs().decode(errors="replace").count('"Starting execution"')
+
+
+def _container_events(docker_client, since: float, ids: set[str]) -> list[tuple[str, str, int]]:
+    """(action, container id, time in ns) of what the Docker daemon did to ``ids`` since ``since``, in order."""
+    events = docker_client.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                                  filters={"type": "container"})
+    return [(e["Action"], e["id"], e["timeNano"]) for e in events if e.get("id") in ids]
 
 
 def _wait_healthy(engine, timeout: float = 30.0) -> None:
@@ -267,22 +282,35 @@ def test_unknown_container(docker_client, run_module):
     assert result.get("failed") and "engine-does-not-exist-42" in result["msg"] and "docker ps" in result["msg"]
 
 
-def test_rollback_from_a_crash_loop_to_the_recorded_previous_image(make_fleet, run_module):
+def test_rollback_from_a_crash_loop_to_the_recorded_previous_image(make_fleet, run_module, docker_client):
+    """A new release that never gets healthy fails the call with healthy false and is left for the rollback."""
     fleet = make_fleet(1)
     engine = fleet.engines[0]
     crash = image_ref("bad-crash")
 
-    bad = run_module("engine_container", {"name": engine.name, "image": crash, "settle_time": 2})
-    assert bad["changed"] is True, bad.get("msg")
-    # Health is engine_health's job; this module only reports what Docker sees right after the start.
-    assert bad["container"]["running"] is False or bad["container"]["restart_count"] > 0
-    assert bad["container"]["previous_image"] == BASELINE
+    bad = run_module("engine_container", {"name": engine.name, "image": crash, "wait_healthy": True,
+                                          "health_timeout": 120})
+    assert bad.get("failed") and bad["healthy"] is False, bad.get("msg")
+    # The crash is caught by the watch at once, with the Engine's own reason, not after the time-out.
+    event = bad["health"]["container_event"]
+    assert event["reason"] in ("exited", "restarted")
+    assert "plugin manifest unreadable" in (event["error"] or ""), event
+    assert "plugin manifest unreadable" in bad["msg"] and "nothing was undone" in bad["msg"]
+    # Not undone: the container is on the new release (it may have migrated the brain), the old one is gone.
+    assert bad["changed"] is True and bad["container"]["image"] == crash
+    assert bad["container"]["previous_image"] == BASELINE and bad["previous_image"] == BASELINE
+    assert bad["timings"]["new_started"] is not None and bad["timings"]["healthy"] is None
+    assert bad["timings"]["outage_seconds"] is None
+    assert fleet.container(engine).attrs["Config"]["Image"] == crash
+    assert _aside_leftovers(docker_client, engine.name) == []
 
-    back = run_module("engine_container", {"name": engine.name, "image": bad["previous_image"], "pull": "never"})
-    assert back["changed"] is True, back.get("msg")
+    back = run_module("engine_container", {"name": engine.name, "image": bad["previous_image"], "pull": "never",
+                                           "wait_healthy": True})
+    assert not back.get("failed"), back.get("msg")
+    assert back["changed"] is True and back["healthy"] is True
     assert back["drain"]["signal"] in ("docker stop", "SIGTERM")  # stopped out of its restart loop
     assert back["container"]["image"] == BASELINE and back["container"]["previous_image"] == crash
-    _wait_healthy(engine)
+    assert engine.client(timeout=5).health().ready
 
 
 def test_a_swap_interrupted_after_the_rename_is_resumed(make_fleet, run_module, docker_client):
@@ -328,6 +356,7 @@ def test_a_new_container_that_cannot_start_is_undone(make_fleet, docker_client):
             swapper.run()
     message = str(err.value)
     assert "starting the new container failed" in message
+    assert [a.split(" ")[0] for a in err.value.partial["actions"][:2]] == ["created", "drained"]
     assert "removed the new container" in message and f"back to {engine.name}" in message
     assert "started the old container" in message
     back = fleet.container(engine)
@@ -335,3 +364,94 @@ def test_a_new_container_that_cannot_start_is_undone(make_fleet, docker_client):
     assert _aside_leftovers(docker_client, engine.name) == []
     assert len(docker_client.containers.list(all=True, filters={"label": f"io.engineops.testbed={fleet.prefix}"})) == 1
     _wait_healthy(engine)
+
+
+def test_a_swap_with_a_turn_in_flight_creates_first_drains_and_waits_healthy(make_fleet, run_module, docker_client):
+    """One call: the new container exists before the old one stops, the turn in flight finishes, healthy on return."""
+    fleet = make_fleet(1)
+    engine = fleet.engines[0]
+    old = fleet.container(engine)
+    old_id = old.id
+    args = {"name": engine.name, "image": PATCH, "wait_healthy": True, "grace_period": 60}
+
+    check = run_module("engine_container", args, check=True)
+    assert not check.get("failed"), check.get("msg")
+    assert check["changed"] is True and "health" not in check and "healthy" not in check
+    assert set(check["timings"].values()) == {None}
+    assert fleet.container(engine).id == old_id and fleet.container(engine).status == "running"
+
+    since = time.time() - 1
+    # Turns long enough that the SIGTERM (after the ansible CLI starts up) comes while one runs.
+    load = LoadGenerator([engine], workers_per_engine=1, seconds=120, pause=0.2,
+                         messages=("Hold this turn open [sim:sleep=12000]",)).start()
+    deadline = time.monotonic() + 15
+    while _starts(old) < 1:
+        assert time.monotonic() < deadline, "no turn started"
+        time.sleep(0.05)
+    result = run_module("engine_container", args)
+    healthy_on_return = engine.client(timeout=5).health().ready
+    report = load.stop()
+
+    assert not result.get("failed"), result.get("msg")
+    assert result["changed"] is True and result["healthy"] is True and result["health"]["ready"] is True
+    assert healthy_on_return, "the call returned before the Engine was healthy"
+    drain = result["drain"]
+    assert drain["in_flight"] == 1 and drain["not_finished"] == 0 and drain["killed"] is False
+    assert report.lost == [], report.summary()
+    assert report.counts()["completed"] >= 1
+    completed = {t.task_id for t in report.turns if t.outcome == "completed"}
+    assert [t["outcome"] for t in drain["turns"]] == ["completed"] and drain["turns"][0]["task_id"] in completed
+
+    new = fleet.container(engine)
+    assert new.id == result["container"]["id"] != old_id and new.attrs["Config"]["Image"] == PATCH
+    assert _aside_leftovers(docker_client, engine.name) == []
+    steps = [a.split(" ")[0] for a in result["actions"]]
+    assert steps == ["created", "drained", "renamed", "renamed", "started", f"{engine.name}", "removed"], steps
+    assert result["actions"][0] == f"created {engine.name}-next-{old_id[:12]} on {PATCH}"
+
+    # The Docker daemon's own record: the new container was created before the old one died.
+    events = _container_events(docker_client, since, {old_id, new.id})
+    created = next(t for action, cid, t in events if action == "create" and cid == new.id)
+    died = next(t for action, cid, t in events if action == "die" and cid == old_id)
+    started = next(t for action, cid, t in events if action == "start" and cid == new.id)
+    assert created < died < started, events
+    assert docker_time(new.attrs["Created"]) < died / 1e9
+
+    # The timings are in the order the steps happened, and their spans add up to the outage.
+    timings = result["timings"]
+    order = ["new_created", "drain_started", "old_stopped", "new_started", "healthy"]
+    assert [timings[k] for k in order] == sorted(timings[k] for k in order), timings
+    assert timings["outage_seconds"] == pytest.approx(
+        timings["stop_seconds"] + timings["switch_seconds"] + timings["boot_to_healthy_seconds"], abs=0.01)
+
+    # Already on the image: no drain, no restart, and still waited for healthy.
+    started_at = new.attrs["State"]["StartedAt"]
+    again = run_module("engine_container", args)
+    assert not again.get("failed"), again.get("msg")
+    assert again["changed"] is False and again["healthy"] is True and "drain" not in again
+    assert again["timings"]["new_started"] is None and again["timings"]["drain_started"] is None
+    assert fleet.container(engine).id == new.id
+    assert fleet.container(engine).attrs["State"]["StartedAt"] == started_at
+
+
+def test_a_new_container_left_by_an_interrupted_swap_is_replaced(make_fleet, run_module, docker_client):
+    fleet = make_fleet(1)
+    engine = fleet.engines[0]
+    old = fleet.container(engine)
+    # What a run interrupted between the create and the drain leaves: a container never started, under the temporary name.
+    stale = docker_client.containers.create(BASELINE, name=f"{engine.name}-next-{old.id[:12]}",
+                                            labels={"io.engineops.testbed": fleet.prefix})
+
+    result = run_module("engine_container", {"name": engine.name, "image": PATCH, "wait_healthy": True})
+    assert not result.get("failed"), result.get("msg")
+    assert result["healthy"] is True
+    assert result["actions"][0] == f"removed {stale.name}, left created by an interrupted swap"
+    assert stale.id not in {c.id for c in docker_client.containers.list(all=True)}
+    assert fleet.container(engine).attrs["Config"]["Image"] == PATCH
+    assert _aside_leftovers(docker_client, engine.name) == []
+
+
+def test_wait_healthy_needs_state_started(run_module):
+    result = run_module("engine_container", {"name": "engine-does-not-exist-42", "image": PATCH, "state": "present",
+                                             "wait_healthy": True})
+    assert result.get("failed") and "wait_healthy" in result["msg"] and "state: started" in result["msg"]

@@ -350,17 +350,13 @@ def test_bad_env_values_are_refused():
 # --------------------------------------------------------------------------
 
 
-class APIError(Exception):
-    def __init__(self, explanation):
-        super().__init__(explanation)
-        self.explanation = explanation
-
-
 class FakeOld:
-    def __init__(self, log, name="engine-042"):
+    """The old container: its calls go to the shared log; ``running`` follows the drain and the undo's start."""
+
+    def __init__(self, log, name="engine-042", running=True):
         self.id = OLD_ID
         self.name = name
-        self.attrs = CONTAINER
+        self.attrs = {**CONTAINER, "State": {"Running": running}}
         self.log = log
 
     def rename(self, name):
@@ -372,21 +368,30 @@ class FakeOld:
 
     def start(self):
         self.log.append(("start-old",))
+        self.attrs = {**self.attrs, "State": {"Running": True}}
 
     def remove(self, v=False):
         self.log.append(("remove-old", v))
 
 
 class FakeAPI:
-    def __init__(self, log, fail=None):
+    def __init__(self, log, fail=None, stale=None):
         self.log = log
         self.fail = fail or {}
+        self.stale = stale  # the inspect of a container an interrupted swap left under the temporary name
 
     def _maybe(self, step):
         if step in self.fail:
             import docker.errors
 
             raise docker.errors.APIError(self.fail[step])
+
+    def inspect_container(self, name):
+        if self.stale is None:
+            import docker.errors
+
+            raise docker.errors.NotFound(f"No such container: {name}")
+        return self.stale
 
     def create_container_from_config(self, config, name=None):
         self._maybe("create")
@@ -397,6 +402,10 @@ class FakeAPI:
         self._maybe("connect")
         self.log.append(("connect", net, kwargs["aliases"], kwargs["links"]))
 
+    def rename(self, container, name):
+        self._maybe("rename-new")
+        self.log.append(("rename-new", container[:4], name))
+
     def start(self, container):
         self._maybe("start")
         self.log.append(("start-new", container[:4]))
@@ -406,75 +415,165 @@ class FakeAPI:
 
 
 class FakeClient:
-    def __init__(self, log, fail=None):
-        self.api = FakeAPI(log, fail)
+    def __init__(self, log, fail=None, stale=None):
+        self.api = FakeAPI(log, fail, stale)
 
 
-def _swap(fail=None, *, start=True, was_running=True, networks=None, old_name="engine-042"):
+class Ready:
+    def __init__(self, ready):
+        self.ready = ready
+
+
+ASIDE = "engine-042-previous-3f2a9c1b7d4e"
+TEMP = "engine-042-next-3f2a9c1b7d4e"
+
+
+def _swap(fail=None, *, start=True, was_running=True, networks=None, old_name="engine-042", healthy=None,
+          drain_fails=False, stale=None):
     log: list = []
     spec = spec_of()
     if networks:
         spec.extra_networks = networks
-    old = FakeOld(log, old_name)
-    swapper = Swapper(FakeClient(log, fail), old, spec, start=start, was_running=was_running,
-                      stop_old=lambda c: log.append(("drain", c.name)) or "report")
+    old = FakeOld(log, old_name, running=was_running)
+    ticks = iter(range(100, 200))
+
+    def stop_old(container):
+        log.append(("drain", container.name))
+        if drain_fails:
+            raise RuntimeError("SIGKILL did not stop it")
+        container.attrs = {**container.attrs, "State": {"Running": False}}
+        return "report"
+
+    def wait_healthy(container_id):
+        log.append(("wait-healthy", container_id[:4]))
+        return Ready(healthy)
+
+    swapper = Swapper(FakeClient(log, fail, stale), old, spec, start=start, was_running=was_running,
+                      stop_old=stop_old, wait_healthy=None if healthy is None else wait_healthy,
+                      clock=lambda: float(next(ticks)))
     return swapper, log
 
 
-def test_swap_order_of_operations():
-    swapper, log = _swap(networks={"monitoring": {"Aliases": ["m"], "Links": ["redis:cache"]}})
+def test_the_new_container_is_created_before_the_old_one_is_drained():
+    swapper, log = _swap(networks={"monitoring": {"Aliases": ["m"], "Links": ["redis:cache"]}}, healthy=True)
     result = swapper.run()
-    aside = "engine-042-previous-3f2a9c1b7d4e"
     assert log == [
-        ("drain", "engine-042"),
-        ("rename", "engine-042", aside),
-        ("create", "engine-042", NEW),
+        ("create", TEMP, NEW),
         ("connect", "monitoring", ["m"], [("redis", "cache")]),
+        ("drain", "engine-042"),
+        ("rename", "engine-042", ASIDE),
+        ("rename-new", "nnnn", "engine-042"),
         ("start-new", "nnnn"),
+        ("wait-healthy", "nnnn"),
         ("remove-old", False),
     ]
-    assert result.drain == "report" and result.started and result.old_removed and result.aside == aside
-    assert result.actions[0] == "drained engine-042"
+    assert result.drain == "report" and result.started and result.old_removed and result.aside == ASIDE
+    assert result.healthy is True and result.new_name == "engine-042"
+    assert result.actions[:2] == [f"created {TEMP} on {NEW}", "connected engine-042-next-3f2a9c1b7d4e to network monitoring"]
+    assert "drained engine-042" in result.actions and "engine-042 is healthy" in result.actions
+
+
+def test_timings_follow_the_steps_and_give_the_outage():
+    swapper = _swap(healthy=True)[0]
+    timings = swapper.run().timings.to_dict()
+    # The fake clock ticks once per reading: created 100, drain 101, stopped 102, started 103, healthy 104.
+    assert (timings["new_created"], timings["drain_started"], timings["old_stopped"], timings["new_started"],
+            timings["healthy"]) == (100.0, 101.0, 102.0, 103.0, 104.0)
+    assert timings["stop_seconds"] == 1.0 and timings["switch_seconds"] == 1.0
+    assert timings["boot_to_healthy_seconds"] == 1.0 and timings["outage_seconds"] == 3.0
+
+
+def test_a_new_release_that_is_not_healthy_is_not_undone():
+    swapper, log = _swap(healthy=False)
+    result = swapper.run()
+    assert result.healthy is False and result.timings.healthy is None
+    assert result.timings.to_dict()["outage_seconds"] is None
+    assert ("start-old",) not in log and not [e for e in log if e[0] == "remove-new"]
+    assert log[-2:] == [("wait-healthy", "nnnn"), ("remove-old", False)]
+
+
+def test_without_a_health_wait_nothing_is_waited_for():
+    swapper, log = _swap()
+    result = swapper.run()
+    assert result.health is None and result.healthy is None
+    assert [e[0] for e in log] == ["create", "drain", "rename", "rename-new", "start-new", "remove-old"]
 
 
 def test_swap_of_a_stopped_container_for_present_neither_drains_nor_starts():
-    swapper, log = _swap(start=False, was_running=False)
-    swapper.run()
-    assert [step[0] for step in log] == ["rename", "create", "remove-old"]
+    swapper, log = _swap(start=False, was_running=False, healthy=True)
+    result = swapper.run()
+    assert [step[0] for step in log] == ["create", "rename", "rename-new", "remove-old"]
+    assert result.timings.drain_started is None and result.timings.new_started is None
+
+
+UNDO_ALL = [("remove-new", "nnnn", True), ("rename", ASIDE, "engine-042"), ("start-old",)]
 
 
 @pytest.mark.parametrize(
     "step, undo",
     [
-        ("create", [("rename", "engine-042-previous-3f2a9c1b7d4e", "engine-042"), ("start-old",)]),
-        ("start", [("remove-new", "nnnn", True), ("rename", "engine-042-previous-3f2a9c1b7d4e", "engine-042"),
-                   ("start-old",)]),
+        # The old Engine was never stopped: only the new container goes.
+        ("create", []),
+        ("connect", [("remove-new", "nnnn", True)]),
+        ("rename-new", UNDO_ALL),
+        ("start", UNDO_ALL),
     ],
 )
 def test_swap_failure_is_undone(step, undo):
-    swapper, log = _swap({step: "port is already allocated"})
+    swapper, log = _swap({step: "port is already allocated"},
+                         networks={"monitoring": {"Aliases": ["m"]}} if step == "connect" else None)
     with pytest.raises(ContainerError) as err:
         swapper.run()
-    done = log.index(("rename", "engine-042", "engine-042-previous-3f2a9c1b7d4e"))
-    tail = [entry for entry in log[done + 1:] if entry[0] in ("remove-new", "rename", "start-old")]
+    failed_at = {"create": 0, "connect": 1}.get(step)
+    if failed_at is None:
+        failed_at = log.index(("rename", "engine-042", ASIDE)) + 1
+    tail = [entry for entry in log[failed_at:] if entry[0] in ("remove-new", "rename", "start-old")]
     assert tail == undo
+    if step in ("create", "connect"):
+        assert ("drain", "engine-042") not in log
     message = str(err.value)
     assert "engine-042" in message and NEW in message and "port is already allocated" in message
-    assert "renamed engine-042-previous-3f2a9c1b7d4e back to engine-042" in message
-    assert err.value.partial["undo"]
+    if undo == UNDO_ALL:
+        assert f"renamed {ASIDE} back to engine-042" in message and "started the old container" in message
+    assert err.value.partial["timings"]["drain_started"] is not None or step in ("create", "connect")
+
+
+def test_a_drain_that_fails_removes_the_new_container_and_leaves_a_still_running_old_one_alone():
+    swapper, log = _swap(drain_fails=True)
+    with pytest.raises(ContainerError) as err:
+        swapper.run()
+    assert log[-1] == ("remove-new", "nnnn", True) and ("start-old",) not in log
+    assert not [e for e in log if e[0] in ("rename", "rename-new")]
+    assert "draining engine-042 failed: SIGKILL did not stop it" in str(err.value)
+    assert "removed the new container" in str(err.value)
 
 
 def test_swap_failure_of_a_stopped_container_does_not_start_it():
-    swapper, log = _swap({"create": "no such image"}, was_running=False, start=False)
+    swapper, log = _swap({"start": "no such image"}, was_running=False)
     with pytest.raises(ContainerError):
         swapper.run()
-    assert ("start-old",) not in log
+    assert ("start-old",) not in log and ("remove-new", "nnnn", True) in log
 
 
-def test_resumed_swap_skips_the_rename():
-    swapper, log = _swap(old_name="engine-042-previous-3f2a9c1b7d4e", was_running=False)
+def test_resumed_swap_skips_the_rename_aside():
+    swapper, log = _swap(old_name=ASIDE, was_running=False)
     swapper.run()
-    assert [step[0] for step in log] == ["create", "start-new", "remove-old"]
+    assert [step[0] for step in log] == ["create", "rename-new", "start-new", "remove-old"]
+    assert log[0] == ("create", TEMP, NEW)
+
+
+def test_a_container_left_created_under_the_temporary_name_is_replaced():
+    swapper, log = _swap(stale={"Id": "s" * 64, "State": {"Running": False}})
+    result = swapper.run()
+    assert log[:2] == [("remove-new", "ssss", True), ("create", TEMP, NEW)]
+    assert result.actions[0] == f"removed {TEMP}, left created by an interrupted swap"
+
+
+def test_a_running_container_under_the_temporary_name_stops_the_swap_before_anything_is_touched():
+    swapper, log = _swap(stale={"Id": "s" * 64, "State": {"Running": True}})
+    with pytest.raises(ContainerError, match=f"a container {TEMP} already runs"):
+        swapper.run()
+    assert log == []
 
 
 # --------------------------------------------------------------------------

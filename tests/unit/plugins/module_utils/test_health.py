@@ -72,3 +72,22 @@ def test_zero_timeout_probes_once():
     clock = FakeClock()
     outcome = wait_ready(lambda: _report(False), None, 0, 1, clock, clock.sleep)
     assert outcome.probes == 1 and not outcome.ready
+
+
+def test_failure_names_the_containers_death_and_its_last_error():
+    clock = FakeClock()
+    event = ContainerEvent("restarted", 3, 2, ["line"], "MIGRATION_REQUIRED: x")
+    outcome = wait_ready(lambda: _report(False), lambda: event, 100, 1, clock, clock.sleep)
+    assert outcome.failure("engine-042") == (
+        "engine-042 restarted (exit code 3, restart count 2) while waiting for /health to be ready: MIGRATION_REQUIRED: x"
+    )
+    assert outcome.result()["container_event"]["error"] == "MIGRATION_REQUIRED: x"
+
+
+def test_failure_of_a_time_out_gives_the_last_reason_and_result_leaves_the_internals_out():
+    clock = FakeClock()
+    outcome = wait_ready(lambda: _report(False), None, 5, 2, clock, clock.sleep)
+    assert outcome.failure("engine-042") == "engine-042 not ready after 5s: HTTP 503, status 'starting'"
+    result = outcome.result()
+    assert result["ready"] is False and result["probes"] == 4 and result["reason"].startswith("HTTP 503")
+    assert not {"body", "elapsed_ms", "error", "container_event"} & set(result)
