@@ -334,6 +334,22 @@ def drain_of(record: dict[str, Any]) -> dict[str, Any] | None:
     return found
 
 
+def outage_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The last swap's timings (engine_container's ``timings``): outage, stop and boot-to-healthy, in seconds."""
+    found = None
+    for step in record.get("steps") or []:
+        evidence = step.get("evidence") if isinstance(step.get("evidence"), dict) else {}
+        timings = evidence.get("timings")
+        if isinstance(timings, dict) and timings.get("outage_seconds") is not None:
+            found = {k: timings.get(k) for k in ("outage_seconds", "stop_seconds", "boot_to_healthy_seconds")}
+    return found
+
+
+def _outage_text(outage: dict[str, Any]) -> str:
+    return (f"{_num(outage.get('outage_seconds'), 3)} s from the drain to healthy (stop {_num(outage.get('stop_seconds'), 3)} s, "
+            f"boot to healthy {_num(outage.get('boot_to_healthy_seconds'), 3)} s)")
+
+
 def _version_text(value: Any) -> str | None:
     if value in (None, ""):
         return None
@@ -398,6 +414,7 @@ def engine_entry(record: dict[str, Any], host: str | None = None, stats: dict[st
         "gate_verdicts": latest,
         "rollback": rollback_of(record),
         "drain": drain_of(record),
+        "outage": outage_of(record),
         "facts": facts,
         "steps": steps,
         "stats": stats,
@@ -527,6 +544,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             d = e["drain"]
             out.append(f"- Drain: {_num(d.get('in_flight'))} turn(s) in flight, {_num(d.get('not_finished'))} cut, "
                        f"{_num(d.get('elapsed'), 3)} s")
+        if e.get("outage"):
+            out.append(f"- Outage: {_outage_text(e['outage'])}")
         rb = e.get("rollback")
         if rb:
             out.append(f"- Rollback: mode {rb.get('mode') or 'unknown'}")
@@ -754,6 +773,8 @@ def render_html(report: dict[str, Any]) -> str:
             d = e["drain"]
             out.append(f"<p>Drain: {_e(_num(d.get('in_flight')))} turn(s) in flight, "
                        f"{_e(_num(d.get('not_finished')))} cut, {_e(_num(d.get('elapsed'), 3))} s.</p>")
+        if e.get("outage"):
+            out.append(f"<p>Outage: {_e(_outage_text(e['outage']))}.</p>")
         rb = e.get("rollback")
         if rb:
             out.append(f"<p>Rollback: mode <strong>{_e(rb.get('mode') or 'unknown')}</strong>")

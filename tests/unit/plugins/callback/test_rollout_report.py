@@ -558,3 +558,18 @@ def test_no_snapshot_no_snapshot_line():
     rec = new_record(ROLLOUT, "e1", now=at(0))
     report = rr.build_report(ROLLOUT, [rec], {})
     assert report["engines"][0]["snapshot"] is None and "Snapshot:" not in rr.render_markdown(report)
+
+
+def test_the_outage_of_the_last_swap_is_shown():
+    rec = new_record(ROLLOUT, "e1", now=at(0))
+    timings = {"outage_seconds": 2.4567, "stop_seconds": 0.61, "boot_to_healthy_seconds": 1.52, "drain_started": 1.0}
+    rec["steps"] = [{"seq": 1, "step": "swap", "time": at(1), "outcome": "ok", "status": "healthy",
+                     "evidence": {"timings": {"outage_seconds": None}}},
+                    {"seq": 2, "step": "swap", "time": at(2), "outcome": "ok", "status": "healthy",
+                     "evidence": {"timings": timings}}]
+    report = rr.build_report(ROLLOUT, [rec], {})
+    expected = "2.46 s from the drain to healthy (stop 0.61 s, boot to healthy 1.52 s)"
+    assert f"- Outage: {expected}" in rr.render_markdown(report)
+    assert f"Outage: {expected}." in rr.render_html(report)
+    bare = new_record(ROLLOUT, "e2", now=at(0))
+    assert rr.build_report(ROLLOUT, [bare], {})["engines"][0]["outage"] is None
