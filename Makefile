@@ -46,9 +46,12 @@ demo-down: venv docker
 
 # Static checks first, pytest last: its closing line is the run's summary.
 # Two workers, a test file each at a time: most tests wait on containers, not on the CPU.
+# A failed test runs once more (whole rollouts on real containers, with latency judged on a shared 2-core
+# machine); the summary counts the reruns, and a test failing twice fails the run.
 TEST_WORKERS ?= 2
+TEST_RERUNS ?= 1
 test: images sanity lint
-	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --reruns $(TEST_RERUNS) --reruns-delay 5 $(PYTEST_ARGS)
 
 
 sanity:
