@@ -371,7 +371,8 @@ def _docker_errors() -> tuple[type[BaseException], ...]:
     return (DockerException, RequestException)
 
 
-def _image_not_found(exc: BaseException) -> bool:
+def _not_found(exc: BaseException) -> bool:
+    """Docker said the image or container asked for does not exist."""
     return type(exc).__name__ in ("ImageNotFound", "NotFound")
 
 
@@ -384,7 +385,7 @@ def local_image(client: Any, image: str) -> dict[str, Any] | None:
     try:
         return client.images.get(image).attrs
     except _docker_errors() as exc:
-        if _image_not_found(exc):
+        if _not_found(exc):
             return None
         raise ContainerError(f"Cannot inspect image {image}: {_explain(exc)}") from None
 
@@ -603,7 +604,7 @@ class Swapper:
         try:
             stale = self.client.api.inspect_container(temp)
         except errors as exc:
-            if _image_not_found(exc):
+            if _not_found(exc):
                 return
             self._fail(f"looking for a container left under {temp}", exc)
         if (stale.get("State") or {}).get("Running"):

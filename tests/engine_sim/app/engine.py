@@ -51,7 +51,6 @@ MEDIA_TOKENS = 85  # per media item
 LATENCY_SIGMA = 0.25
 BUSY_TIMEOUT_S = 10.0
 STREAM_FLUSH_GRACE_S = 2.0  # after a drain, time left for open streams to end
-STREAM_LINGER_S = 0.3  # then, before the server closes, time for the streams' last bytes to reach their clients
 EXIT_MIGRATION_REQUIRED = 3
 PROVIDER_FAILURE = "the LLM provider failed: upstream answered 503 Service Unavailable"
 SLEEP_DIRECTIVE = re.compile(r"\[sim:sleep=(\d+)\]")
@@ -1430,8 +1429,6 @@ class Engine:
                 if not self._streams:
                     break
             time.sleep(0.05)
-        # The last bytes of a stream may still be in Docker's port proxy, which goes away with the container.
-        time.sleep(STREAM_LINGER_S)
         self.learner.stop()
         self.log.info("engine.shutdown", "Drain complete", in_flight=0,
                       drain_seconds=round(time.monotonic() - began, 3))
