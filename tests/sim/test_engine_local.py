@@ -253,6 +253,46 @@ def test_sigterm_drains_in_flight_turn(spawn: Any) -> None:
     assert not any(secret in engine.log_path.read_text() for secret in ("sk-provider-secret", KEY))
 
 
+def test_a_drain_waits_for_the_client_to_close_a_finished_stream(spawn: Any) -> None:
+    """The last bytes of a stream may still be in a proxy when the server wrote them: the drain
+    waits until the client has closed the connection, and no longer than the flush grace."""
+    engine = spawn()
+    engine.wait_health()
+    body = json.dumps({"message": "Hold on [sim:sleep=800]", "task_id": "t-linger"}).encode()
+    client = socket.create_connection(("127.0.0.1", engine.port), timeout=10)
+    client.sendall(b"POST /execute HTTP/1.1\r\nHost: x\r\nX-Engine-Key: " + KEY.encode()
+                   + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    received = b""
+    while b"0\r\n\r\n" not in received:  # the whole stream, and the connection left open
+        received += client.recv(65536)
+    assert b'"phase": "completed"' in received
+    engine.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(subprocess.TimeoutExpired):
+        engine.proc.wait(0.8)  # the client still holds the connection
+    assert client.recv(65536) == b""  # the server has said all it will say
+    closed = time.monotonic()
+    client.close()
+    assert engine.proc.wait(10) == 0
+    assert time.monotonic() - closed < 1.5
+    drain = next(r for r in engine.logs() if r["message"] == "Drain complete")
+    assert drain["extra"]["drain_seconds"] < engine_module.STREAM_FLUSH_GRACE_S + 0.5
+
+    # A client that never closes holds the drain up for the flush grace, no longer.
+    engine = spawn()
+    engine.wait_health()
+    holder = socket.create_connection(("127.0.0.1", engine.port), timeout=10)
+    holder.sendall(b"POST /execute HTTP/1.1\r\nHost: x\r\nX-Engine-Key: " + KEY.encode()
+                   + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    received = b""
+    while b"0\r\n\r\n" not in received:
+        received += holder.recv(65536)
+    began = time.monotonic()
+    engine.proc.send_signal(signal.SIGTERM)
+    assert engine.proc.wait(10) == 0
+    assert time.monotonic() - began < engine_module.STREAM_FLUSH_GRACE_S + 2
+    holder.close()
+
+
 def test_sigkill_leaves_running_row(spawn: Any) -> None:
     engine = spawn()
     engine.wait_health()

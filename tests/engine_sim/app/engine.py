@@ -27,7 +27,9 @@ import os
 import queue
 import random
 import re
+import select
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -50,7 +52,7 @@ SYSTEM_PROMPT_TOKENS = 1_200  # the cacheable prompt prefix
 MEDIA_TOKENS = 85  # per media item
 LATENCY_SIGMA = 0.25
 BUSY_TIMEOUT_S = 10.0
-STREAM_FLUSH_GRACE_S = 2.0  # after a drain, time left for open streams to end
+STREAM_FLUSH_GRACE_S = 2.0  # after a drain, time left for open streams to end (and their clients to close)
 EXIT_MIGRATION_REQUIRED = 3
 PROVIDER_FAILURE = "the LLM provider failed: upstream answered 503 Service Unavailable"
 SLEEP_DIRECTIVE = re.compile(r"\[sim:sleep=(\d+)\]")
@@ -1112,6 +1114,7 @@ class EngineHandler(BaseHTTPRequestHandler):
             if chunk:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
+        self.server.engine.linger(self.connection)
 
     def _dispatch(self, method: str) -> None:
         # One handler serves every request of a keep-alive connection.
@@ -1344,6 +1347,41 @@ class Engine:
         finally:
             with self._lock:
                 self._streams -= 1
+
+    def linger(self, connection: socket.socket) -> None:
+        """Count a stream as open until its client has closed the connection (at most STREAM_FLUSH_GRACE_S).
+
+        The stream's last bytes may still be on their way through a proxy
+        (Docker's port proxy among them) when the server has written them;
+        a proxy torn down with the container before it passed them on loses
+        them, and the client sees a turn that completed as cut. So a drain
+        waits for the clients to close, as a graceful server does. The wait
+        runs on a copy of the socket, off the request's thread: a client
+        never waits for it.
+        """
+        try:
+            copy = connection.dup()
+            copy.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        with self._lock:
+            self._streams += 1
+
+        def wait_for_close() -> None:
+            deadline = time.monotonic() + STREAM_FLUSH_GRACE_S
+            try:
+                while (left := deadline - time.monotonic()) > 0:
+                    readable, _, _ = select.select([copy], [], [], left)
+                    if readable and not copy.recv(65536):
+                        break  # the client closed
+            except OSError:
+                pass
+            finally:
+                copy.close()
+                with self._lock:
+                    self._streams -= 1
+
+        threading.Thread(target=wait_for_close, name="linger", daemon=True).start()
 
     # -- lifecycle -------------------------------------------------------------
 
