@@ -63,7 +63,11 @@ class LoadReport:
 
     def summary(self) -> str:
         counts = self.counts()
-        return f"{len(self.turns)} turns: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        text = f"{len(self.turns)} turns: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        lost = "; ".join(f"{t.engine} {t.task_id} started {time.strftime('%H:%M:%S', time.gmtime(t.started_at))}"
+                         f".{int(t.started_at % 1 * 1000):03d}Z, cut after {t.elapsed_ms:.0f} ms ({t.code})"
+                         for t in self.lost)
+        return text + (f"; lost: {lost}" if lost else "")
 
 
 class LoadGenerator:
