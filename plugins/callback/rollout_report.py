@@ -294,7 +294,34 @@ def gate_of(step: dict[str, Any]) -> dict[str, Any] | None:
     if kind in GATES and (lowered.startswith("rollback") or step.get("status_before") in ("rolling_back", "rolled_back")):
         kind = f"rollback_{kind}"
     return {"gate": kind, "step": name, "seq": step.get("seq"), "time": step.get("time"), "verdict": verdict,
-            "planned": bool(step.get("planned")), "figures": figures, "details": details}
+            "planned": bool(step.get("planned")), "figures": figures, "details": details,
+            "seconds": _gate_seconds(evidence)}
+
+
+def _gate_seconds(evidence: dict[str, Any]) -> float | None:
+    """How long a gate took: engine_health's ``waited_seconds``, engine_metrics' ``elapsed_seconds``, engine_eval's
+    ``run.elapsed_seconds``."""
+    run = evidence.get("run") if isinstance(evidence.get("run"), dict) else {}
+    for value in (evidence.get("waited_seconds"), evidence.get("elapsed_seconds"), run.get("elapsed_seconds")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def gate_times_of(gates: list[dict[str, Any]], facts: dict[str, Any]) -> dict[str, float] | None:
+    """Seconds per gate of the upgrade (the last run of each), and the observation window in ``observed``."""
+    times = {g["gate"]: g["seconds"] for g in gates if g.get("seconds") is not None and not g["gate"].startswith("rollback_")}
+    try:
+        observed = float(facts.get("observed_seconds") or 0)
+    except (TypeError, ValueError):
+        observed = 0.0
+    if observed > 0:
+        times["observed"] = observed
+    return times or None
+
+
+def _gate_times_text(times: dict[str, float]) -> str:
+    return ", ".join(f"{'observation' if gate == 'observed' else gate} {times[gate]:.1f} s" for gate in times)
 
 
 def rollback_of(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -376,6 +403,11 @@ def _snapshot_text(snapshot: dict[str, Any]) -> str:
     return snapshot["name"] + ("" if age is None else f", {age} s old when the Engine drained")
 
 
+def _batch_text(batch: Any) -> str:
+    """A batch as the ledger has it (the play batch's hosts, a list) in words: its Engines, comma-separated."""
+    return ", ".join(str(host) for host in batch) if isinstance(batch, (list, tuple)) else str(batch)
+
+
 def engine_entry(record: dict[str, Any], host: str | None = None, stats: dict[str, int] | None = None,
                  batch: str | None = None, batch_order: int | None = None) -> dict[str, Any]:
     """One Engine of the report, from its ledger record (and the play recap of its host)."""
@@ -406,7 +438,7 @@ def engine_entry(record: dict[str, Any], host: str | None = None, stats: dict[st
         "upgrade_kind": kind,
         "cohort": facts.get("cohort"),
         "snapshot": snapshot_of(facts),
-        "batch": str(facts["batch"]) if facts.get("batch") not in (None, "") else batch,
+        "batch": batch or (_batch_text(facts["batch"]) if facts.get("batch") not in (None, "", []) else None),
         "batch_order": batch_order,
         "first_time": times[0] if times else None,
         "last_time": times[-1] if times else None,
@@ -415,6 +447,7 @@ def engine_entry(record: dict[str, Any], host: str | None = None, stats: dict[st
         "rollback": rollback_of(record),
         "drain": drain_of(record),
         "outage": outage_of(record),
+        "gate_times": gate_times_of(gates, facts),
         "facts": facts,
         "steps": steps,
         "stats": stats,
@@ -546,6 +579,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                        f"{_num(d.get('elapsed'), 3)} s")
         if e.get("outage"):
             out.append(f"- Outage: {_outage_text(e['outage'])}")
+        if e.get("gate_times"):
+            out.append(f"- Gate times: {_gate_times_text(e['gate_times'])}")
         rb = e.get("rollback")
         if rb:
             out.append(f"- Rollback: mode {rb.get('mode') or 'unknown'}")
@@ -775,6 +810,8 @@ def render_html(report: dict[str, Any]) -> str:
                        f"{_e(_num(d.get('not_finished')))} cut, {_e(_num(d.get('elapsed'), 3))} s.</p>")
         if e.get("outage"):
             out.append(f"<p>Outage: {_e(_outage_text(e['outage']))}.</p>")
+        if e.get("gate_times"):
+            out.append(f"<p>Gate times: {_e(_gate_times_text(e['gate_times']))}.</p>")
         rb = e.get("rollback")
         if rb:
             out.append(f"<p>Rollback: mode <strong>{_e(rb.get('mode') or 'unknown')}</strong>")

@@ -433,6 +433,11 @@ probes_skipped:
   description: Why no probe was sent although O(probes) asked for some (check mode, no URL).
   returned: when probes were skipped
   type: str
+elapsed_seconds:
+  description: How long the module took (probes, log reading and the comparison).
+  returned: when the signals were measured
+  type: float
+  sample: 12.4
 """
 
 import datetime
@@ -656,6 +661,7 @@ def main() -> None:
     if params["logs"] and not params["name"]:
         em.fail("logs=true needs name, the Engine's container; set logs=false to rely on probes alone")
     options = log_options(em)
+    began = time.monotonic()
     now = time.time()
     since = now
     try:
@@ -720,6 +726,7 @@ def main() -> None:
                                    len(outcomes or ()), pressure)
     window = build_window(logs, outcomes, since, time.time(), engine, params["max_samples"], conditions)
     result["window"] = window
+    result["elapsed_seconds"] = round(time.monotonic() - began, 3)
 
     if mode == "baseline":
         if not em.check_mode:

@@ -14,11 +14,20 @@ def test_batched_upgrade_to_the_patch(make_fleet, play, tmp_path):
     fleet = make_fleet(6)
     inventory = write_inventory(fleet, tmp_path)
     proc, report = with_traffic(fleet, lambda: play(
-        "engineops.fleet.upgrade", inventory, {"engine_target_version": releases.tag("patch")}))
+        "engineops.fleet.upgrade", inventory, {"engine_target_version": releases.tag("patch")},
+        ANSIBLE_CALLBACKS_ENABLED="engineops.fleet.rollout_report",
+        ENGINEOPS_ROLLOUT_REPORT_DIR=str(tmp_path / "reports")))
     assert proc.returncode == 0, explain(proc)
     assert set(versions(fleet).values()) == {releases.tag("patch")}
     assert report.lost == [], report.summary()
     assert report.counts()["completed"] > 0
+    # The report gives each Engine its own outage and the time each of its gates took.
+    [report_json] = (tmp_path / "reports").glob("*/report.json")
+    for entry in json.loads(report_json.read_text())["engines"]:
+        assert 0 < entry["outage"]["outage_seconds"] < 60, entry["outage"]
+        assert set(entry["gate_times"]) == {"health", "evals", "metrics"}, entry["gate_times"]
+        assert all(seconds >= 0 for seconds in entry["gate_times"].values()), entry["gate_times"]
+        assert entry["gate_times"]["evals"] > 0 and entry["gate_times"]["metrics"] > 0, entry["gate_times"]
     # serial ["10%", "50%", "100%"] of 6 hosts: batches of 1, 3 and 2.
     batches = [line for line in proc.stdout.splitlines() if line.startswith("PLAY [Upgrade the Engines in batches]")]
     assert len(batches) == 3, explain(proc)

@@ -573,3 +573,40 @@ def test_the_outage_of_the_last_swap_is_shown():
     assert f"Outage: {expected}." in rr.render_html(report)
     bare = new_record(ROLLOUT, "e2", now=at(0))
     assert rr.build_report(ROLLOUT, [bare], {})["engines"][0]["outage"] is None
+
+
+def test_each_engines_gate_times_are_shown_next_to_its_outage():
+    rec = new_record(ROLLOUT, "e1", now=at(0))
+    rec["facts"] = {"observed_seconds": "10"}
+    rec["steps"] = [
+        {"seq": 1, "step": "swap", "time": at(1), "outcome": "ok", "status": "healthy",
+         "evidence": {"timings": {"outage_seconds": 2.0, "stop_seconds": 0.5, "boot_to_healthy_seconds": 1.4}}},
+        {"seq": 2, "step": "health", "time": at(2), "outcome": "ok", "evidence": {"ready": True, "waited_seconds": 0.25}},
+        {"seq": 3, "step": "evals", "time": at(3), "outcome": "ok",
+         "evidence": {"verdict": "pass", "comparison": {"verdict": "pass"}, "run": {"elapsed_seconds": 8.34}}},
+        {"seq": 4, "step": "metrics", "time": at(4), "outcome": "ok",
+         "evidence": {"verdict": "pass", "comparison": {"verdict": "pass", "signals": {}}, "elapsed_seconds": 12.06}},
+        # A gate of the rollback judges the rolled-back Engine: not a gate time of the upgrade.
+        {"seq": 5, "step": "rollback_health", "time": at(5), "outcome": "ok", "evidence": {"ready": True, "waited_seconds": 99}},
+    ]
+    entry = rr.build_report(ROLLOUT, [rec], {})["engines"][0]
+    assert entry["gate_times"] == {"health": 0.25, "evals": 8.34, "metrics": 12.06, "observed": 10.0}
+    report = rr.build_report(ROLLOUT, [rec], {})
+    expected = "health 0.2 s, evals 8.3 s, metrics 12.1 s, observation 10.0 s"
+    markdown = rr.render_markdown(report)
+    assert f"- Gate times: {expected}" in markdown
+    assert markdown.index("- Outage:") < markdown.index("- Gate times:")
+    assert f"Gate times: {expected}." in rr.render_html(report)
+    bare = new_record(ROLLOUT, "e2", now=at(0))
+    assert rr.build_report(ROLLOUT, [bare], {})["engines"][0]["gate_times"] is None
+
+
+def test_a_batch_from_the_ledger_names_its_engines():
+    rec = new_record(ROLLOUT, "e1", now=at(0))
+    rec["facts"] = {"batch": ["e1", "e2"]}
+    report = rr.build_report(ROLLOUT, [rec], {})
+    assert report["engines"][0]["batch"] == "e1, e2"
+    assert "- Batch: e1, e2" in rr.render_markdown(report)
+    # The batch the play ran it in, where the callback saw it, says more: which batch of how many.
+    labelled = rr.build_report(ROLLOUT, [rec], {}, batches={"e1": ("Upgrade: batch 2/3", 1)})
+    assert labelled["engines"][0]["batch"] == "Upgrade: batch 2/3"
