@@ -1371,7 +1371,7 @@ class Engine:
             deadline = time.monotonic() + STREAM_FLUSH_GRACE_S
             try:
                 while (left := deadline - time.monotonic()) > 0:
-                    readable, _, _ = select.select([copy], [], [], left)
+                    readable = select.select([copy], [], [], left)[0]
                     if readable and not copy.recv(65536):
                         break  # the client closed
             except OSError:
