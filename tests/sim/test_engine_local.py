@@ -253,18 +253,24 @@ def test_sigterm_drains_in_flight_turn(spawn: Any) -> None:
     assert not any(secret in engine.log_path.read_text() for secret in ("sk-provider-secret", KEY))
 
 
+def _whole_stream_left_open(port: int) -> tuple[socket.socket, bytes]:
+    """A turn's whole stream read over a raw connection that the client then leaves open."""
+    body = json.dumps({"message": "Hold on [sim:sleep=800]", "task_id": f"t-linger-{port}"}).encode()
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    client.sendall(b"POST /execute HTTP/1.1\r\nHost: x\r\nX-Engine-Key: " + KEY.encode()
+                   + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    received = b""
+    while b"0\r\n\r\n" not in received:
+        received += client.recv(65536)
+    return client, received
+
+
 def test_a_drain_waits_for_the_client_to_close_a_finished_stream(spawn: Any) -> None:
     """The last bytes of a stream may still be in a proxy when the server wrote them: the drain
     waits until the client has closed the connection, and no longer than the flush grace."""
     engine = spawn()
     engine.wait_health()
-    body = json.dumps({"message": "Hold on [sim:sleep=800]", "task_id": "t-linger"}).encode()
-    client = socket.create_connection(("127.0.0.1", engine.port), timeout=10)
-    client.sendall(b"POST /execute HTTP/1.1\r\nHost: x\r\nX-Engine-Key: " + KEY.encode()
-                   + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-    received = b""
-    while b"0\r\n\r\n" not in received:  # the whole stream, and the connection left open
-        received += client.recv(65536)
+    client, received = _whole_stream_left_open(engine.port)
     assert b'"phase": "completed"' in received
     engine.proc.send_signal(signal.SIGTERM)
     with pytest.raises(subprocess.TimeoutExpired):
@@ -280,12 +286,7 @@ def test_a_drain_waits_for_the_client_to_close_a_finished_stream(spawn: Any) -> 
     # A client that never closes holds the drain up for the flush grace, no longer.
     engine = spawn()
     engine.wait_health()
-    holder = socket.create_connection(("127.0.0.1", engine.port), timeout=10)
-    holder.sendall(b"POST /execute HTTP/1.1\r\nHost: x\r\nX-Engine-Key: " + KEY.encode()
-                   + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-    received = b""
-    while b"0\r\n\r\n" not in received:
-        received += holder.recv(65536)
+    holder, _received = _whole_stream_left_open(engine.port)
     began = time.monotonic()
     engine.proc.send_signal(signal.SIGTERM)
     assert engine.proc.wait(10) == 0

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ansible_collections.engineops.fleet.plugins.module_utils._engine_http import EngineHTTPError
+from ansible_collections.engineops.fleet.plugins.module_utils._signals import _iso as iso_time
 from tests.testbed.fleet import Engine
 
 MESSAGES = (
@@ -64,8 +65,7 @@ class LoadReport:
     def summary(self) -> str:
         counts = self.counts()
         text = f"{len(self.turns)} turns: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
-        lost = "; ".join(f"{t.engine} {t.task_id} started {time.strftime('%H:%M:%S', time.gmtime(t.started_at))}"
-                         f".{int(t.started_at % 1 * 1000):03d}Z, cut after {t.elapsed_ms:.0f} ms ({t.code})"
+        lost = "; ".join(f"{t.engine} {t.task_id} started {iso_time(t.started_at)}, cut after {t.elapsed_ms:.0f} ms ({t.code})"
                          for t in self.lost)
         return text + (f"; lost: {lost}" if lost else "")
 
